@@ -1,0 +1,34 @@
+# The two commands a user needs: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: env demo test test-all bench clean
+
+env: $(STAMP)
+
+# torch first, pinned: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/pretrain_demo.sh
+
+test: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/binarize_speed.py
+
+clean:
+	rm -rf runs .pytest_cache

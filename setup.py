@@ -1,0 +1,27 @@
+"""fairseq-esm: ESM-1 / ESM-1b protein language models as a fairseq plugin."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq-esm",
+    version="0.1.0",
+    description="ESM-1b protein language models (Rives et al. 2021) as a fairseq plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["fairseq_esm", "fairseq_esm.*"]),
+    package_data={"fairseq_esm": ["dicts/*.txt"]},
+    install_requires=[
+        # PyPI fairseq 0.12.2 does not import on Python 3.11; this is upstream main packaged for 3.11
+        "fairseq-fixed==0.12.3.1",
+        "numpy>=1.24,<2",  # fairseq uses np.compat, removed in numpy 2
+        "torch>=2.2,<2.15",  # the Makefile installs the local 2.13.0 CPU wheel first
+        "biopython>=1.80",
+        "scipy>=1.10",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        # fair-esm is the numerical oracle in tests only; nothing in fairseq_esm imports it
+        "test": ["pytest>=8", "fair-esm==2.0.0"],
+    },
+)
