@@ -1,0 +1,3 @@
+"""Criterion registrations."""
+
+from . import masked_lm  # noqa: F401

@@ -1,0 +1,1 @@
+"""Datasets and FASTA handling for protein language modelling."""

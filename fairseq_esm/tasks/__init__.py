@@ -1,0 +1,3 @@
+"""Task registrations."""
+
+from . import protein_mlm  # noqa: F401
