@@ -1,0 +1,82 @@
+"""``python -m fairseq_esm.cli.unigram_ece DATA_DIR``: the unigram baseline's held-out ECE.
+
+The held-out masked set is built through the ``protein_mlm`` task with the same options and
+seed as training, so its targets are the ones ``fairseq-validate`` scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Optional, Sequence
+
+from fairseq.data import data_utils
+
+from ..data.masking import MASK_STRATEGIES
+from ..evaluation.unigram import UNIFORM_20_ECE, ece, heldout_targets, residue_counts, unigram_log_probs
+from ..tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Options mirror the ``protein_mlm`` task's."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", help="fairseq-preprocess'd data directory (dict.txt, SPLIT.bin/.idx)")
+    parser.add_argument("--train-split", default="train", help="split the frequencies are counted on")
+    parser.add_argument("--valid-split", default="valid", help="held-out split whose masked targets are scored")
+    parser.add_argument("--seed", type=int, default=1, help="the training run's --seed")
+    parser.add_argument("--alphabet", default="esm1b", choices=["esm1b", "esm1"])
+    parser.add_argument("--max-positions", type=int, default=1024)
+    parser.add_argument("--mask-prob", type=float, default=0.15)
+    parser.add_argument("--leave-unmasked-prob", type=float, default=0.1)
+    parser.add_argument("--random-token-prob", type=float, default=0.1)
+    parser.add_argument("--mask-strategy", default="bert", choices=list(MASK_STRATEGIES))
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    return parser.parse_args(argv)
+
+
+def unigram_report(args: argparse.Namespace) -> dict:
+    """Count train frequencies, score the task's held-out targets, return the numbers."""
+    cfg = ProteinMLMConfig(
+        data=args.data,
+        alphabet=args.alphabet,
+        max_positions=args.max_positions,
+        mask_prob=args.mask_prob,
+        leave_unmasked_prob=args.leave_unmasked_prob,
+        random_token_prob=args.random_token_prob,
+        mask_strategy=args.mask_strategy,
+        seed=args.seed,
+        train_subset=args.train_split,
+    )
+    task = ProteinMLMTask.setup_task(cfg)
+    train_path = os.path.join(args.data, args.train_split)
+    train = data_utils.load_indexed_dataset(train_path, task.stored_dict)
+    if train is None:
+        raise FileNotFoundError(f"train split not found at {train_path}.{{bin,idx}}")
+    log_probs = unigram_log_probs(residue_counts((train[i] for i in range(len(train))), task.alphabet), task.alphabet)
+    heldout = task.build_dataset(args.valid_split)
+    targets = heldout_targets((heldout[i] for i in range(len(heldout))), task.alphabet.padding_idx)
+    return {
+        "unigram_ece": ece(log_probs, targets),
+        "uniform_ece": UNIFORM_20_ECE,
+        "n_targets": int(len(targets)),
+        "valid_split": args.valid_split,
+        "seed": args.seed,
+        "max_positions": args.max_positions,
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """Print the unigram and uniform-over-20 ECEs; optionally write them as JSON."""
+    args = parse_args(argv)
+    report = unigram_report(args)
+    print(f"unigram ECE: {report['unigram_ece']:.4f} over {report['n_targets']:,} masked targets of '{args.valid_split}'")
+    print(f"uniform-over-20 ECE: {report['uniform_ece']:.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()

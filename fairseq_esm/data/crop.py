@@ -1,0 +1,83 @@
+"""Random cropping of long proteins to the model's context, re-drawn every epoch.
+
+A binarized record is one protein's residue ids followed by fairseq's ``</s>``. The wrapper
+strips that ``</s>``, keeps a random window of at most ``max_positions - specials`` residues
+(offset drawn from ``(seed, epoch, index)``, so a run is reproducible and each epoch sees a
+different window), then adds the alphabet's own specials (``<cls>`` … ``<eos>`` or ``<cls>`` …).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from fairseq.data import BaseWrapperDataset, FairseqDataset, data_utils
+
+from ..alphabet import EsmAlphabet
+
+#: extra seed component that keeps the crop draws independent of the masking draws
+CROP_STREAM = 1
+
+
+def crop_residues(residues: np.ndarray, budget: int, rng: np.random.RandomState) -> np.ndarray:
+    """A uniformly placed window of ``budget`` residues; proteins that fit are returned whole."""
+    if len(residues) <= budget:
+        return residues
+    offset = rng.randint(0, len(residues) - budget + 1)
+    return residues[offset : offset + budget]
+
+
+class CropDataset(BaseWrapperDataset):
+    """Stored records → wrapped, cropped token tensors of at most ``max_positions`` tokens.
+
+    ``fixed_epoch`` pins the crop (validation / test); ``None`` follows ``set_epoch`` (training).
+    """
+
+    def __init__(
+        self,
+        dataset: FairseqDataset,
+        alphabet: EsmAlphabet,
+        max_positions: int,
+        stored_eos: int,
+        seed: int,
+        fixed_epoch: Optional[int] = None,
+    ) -> None:
+        super().__init__(dataset)
+        self.alphabet = alphabet
+        self.budget = max_positions - alphabet.num_specials_added
+        if self.budget < 1:
+            raise ValueError(f"max_positions={max_positions} leaves no room for residues")
+        self.stored_eos = stored_eos
+        self.seed = seed
+        self.fixed_epoch = fixed_epoch
+        self.epoch = fixed_epoch if fixed_epoch is not None else 1
+        residues = np.asarray(dataset.sizes, dtype=np.int64) - 1
+        self._sizes = np.minimum(residues, self.budget) + alphabet.num_specials_added
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self._sizes
+
+    def size(self, index: int) -> int:
+        return int(self._sizes[index])
+
+    def num_tokens(self, index: int) -> int:
+        return int(self._sizes[index])
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if self.fixed_epoch is None:
+            self.epoch = epoch
+
+    def residues(self, index: int) -> np.ndarray:
+        """The stored protein without its trailing ``</s>``."""
+        record = np.asarray(self.dataset[index], dtype=np.int64)
+        if len(record) == 0 or record[-1] != self.stored_eos:
+            raise ValueError(f"record {index} does not end with </s> ({self.stored_eos}); was it made by fairseq-preprocess?")
+        return record[:-1]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with data_utils.numpy_seed(self.seed, self.epoch, index, CROP_STREAM):
+            window = crop_residues(self.residues(index), self.budget, np.random)
+        return torch.tensor(self.alphabet.wrap(window.tolist()), dtype=torch.long)

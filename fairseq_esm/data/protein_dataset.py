@@ -1,0 +1,74 @@
+"""The masked-LM dataset fairseq batches: length-sorted order and fairseq's sample dict.
+
+Each item is one protein (never concatenated with others); the collater right-pads with
+``<pad>`` and returns ``id``, ``nsentences``, ``ntokens``, ``net_input.src_tokens`` and ``target``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from fairseq.data import FairseqDataset, data_utils
+
+
+class ProteinMLMDataset(FairseqDataset):
+    """``{"source", "target"}`` items → fairseq samples, ordered by size (seeded shuffle for ties).
+
+    A plain ``FairseqDataset`` rather than a wrapper, so fairseq's size filtering and
+    ``batch_by_size`` run on these (cropped) sizes instead of the stored records'.
+    """
+
+    def __init__(self, dataset: FairseqDataset, pad_idx: int, shuffle: bool, seed: int) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self._sizes = np.asarray(dataset.sizes, dtype=np.int64)
+        self.pad_idx = pad_idx
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 1
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self._sizes
+
+    def size(self, index: int) -> int:
+        return int(self._sizes[index])
+
+    def num_tokens(self, index: int) -> int:
+        return int(self._sizes[index])
+
+    def num_tokens_vec(self, indices: np.ndarray) -> np.ndarray:
+        return self._sizes[indices]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.dataset.set_epoch(epoch)
+
+    def ordered_indices(self) -> np.ndarray:
+        """Indices sorted by size; ties broken by a permutation seeded with ``(seed, epoch)``."""
+        if not self.shuffle:
+            return np.argsort(self._sizes, kind="stable")
+        with data_utils.numpy_seed(self.seed, self.epoch):
+            tie_break = np.random.permutation(len(self._sizes))
+        return np.lexsort([tie_break, self._sizes])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"id": index, **self.dataset[index]}
+
+    def collater(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Right-pad sources and targets with ``<pad>`` into fairseq's sample dict."""
+        if not samples:
+            return {}
+        sources = [s["source"] for s in samples]
+        return {
+            "id": torch.tensor([s["id"] for s in samples], dtype=torch.long),
+            "nsentences": len(samples),
+            "ntokens": sum(len(s) for s in sources),
+            "net_input": {"src_tokens": data_utils.collate_tokens(sources, self.pad_idx, left_pad=False)},
+            "target": data_utils.collate_tokens([s["target"] for s in samples], self.pad_idx, left_pad=False),
+        }

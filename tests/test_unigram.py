@@ -1,0 +1,108 @@
+"""Unigram baseline: exact on a hand-counted example, below the uniform-20 ECE on real data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fairseq import options
+from fairseq_cli import preprocess
+
+from fairseq_esm.alphabet import DICT_DIR, RESIDUE_LETTERS, esm1b_alphabet
+from fairseq_esm.cli.unigram_ece import main
+from fairseq_esm.evaluation.unigram import ece, heldout_targets, residue_counts, unigram_log_probs
+from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "uniprot_sample.fasta.gz"
+
+
+def read_proteins(n: int) -> list[str]:
+    """The first n sequences of the shipped UniProt sample, uppercased, residue letters only."""
+    proteins, current = [], []
+    with gzip.open(SAMPLE, "rt") as f:
+        for line in f:
+            if line.startswith(">"):
+                if current:
+                    proteins.append("".join(current))
+                    current = []
+                if len(proteins) == n:
+                    break
+            else:
+                current.append("".join(ch for ch in line.strip().upper() if ch in RESIDUE_LETTERS))
+    return proteins
+
+
+@pytest.fixture(scope="module")
+def proteins() -> list[str]:
+    return read_proteins(300)
+
+
+@pytest.fixture(scope="module")
+def data_bin(tmp_path_factory, proteins) -> Path:
+    """fairseq-preprocess --only-source --srcdict esm1b.txt on 250 train / 50 valid proteins."""
+    work = tmp_path_factory.mktemp("unigram")
+    (work / "train.txt").write_text("".join(" ".join(p) + "\n" for p in proteins[:250]))
+    (work / "valid.txt").write_text("".join(" ".join(p) + "\n" for p in proteins[250:]))
+    args = options.get_preprocessing_parser().parse_args(
+        ["--only-source", "--srcdict", str(DICT_DIR / "esm1b.txt"), "--trainpref", str(work / "train.txt"),
+         "--validpref", str(work / "valid.txt"), "--destdir", str(work / "data-bin"), "--dataset-impl", "mmap",
+         "--workers", "1"]
+    )
+    preprocess.main(args)
+    return work / "data-bin"
+
+
+def test_hand_counted_example():
+    alphabet = esm1b_alphabet()
+    records = [torch.tensor(alphabet.encode_residues("AAL") + [2]), torch.tensor(alphabet.encode_residues("A") + [2])]
+    log_probs = unigram_log_probs(residue_counts(records, alphabet), alphabet)
+    total = 3 + 1 + len(RESIDUE_LETTERS)  # counts A=3, L=1, plus one for each of the 25 letters
+    assert math.exp(log_probs[alphabet.index("A")]) == pytest.approx(4 / total)
+    assert math.exp(log_probs[alphabet.index("W")]) == pytest.approx(1 / total)
+    assert np.isneginf(log_probs[alphabet.eos()]) and np.isneginf(log_probs[alphabet.mask_idx])
+    targets = np.array([alphabet.index("A"), alphabet.index("L"), alphabet.index("W")])
+    expected = math.exp(-(math.log(4 / total) + math.log(2 / total) + math.log(1 / total)) / 3)
+    assert ece(log_probs, targets) == pytest.approx(expected)
+
+
+def test_cli_on_real_data_matches_direct_count(data_bin, proteins, tmp_path, capsys):
+    out = tmp_path / "unigram.json"
+    report = main([str(data_bin), "--train-split", "train", "--valid-split", "valid", "--seed", "3",
+                   "--max-positions", "200", "--json", str(out)])
+    assert "unigram ECE" in capsys.readouterr().out
+    assert json.loads(out.read_text()) == report
+    assert 1.0 < report["unigram_ece"] < 20.0 and report["uniform_ece"] == 20.0
+
+    alphabet = esm1b_alphabet()
+    counts = Counter("".join(proteins[:250]))
+    total = sum(counts.values()) + len(RESIDUE_LETTERS)
+    task = ProteinMLMTask.setup_task(
+        ProteinMLMConfig(data=str(data_bin), max_positions=200, seed=3, train_subset="train")
+    )
+    heldout = task.build_dataset("valid")
+    targets = heldout_targets((heldout[i] for i in range(len(heldout))), alphabet.padding_idx)
+    assert report["n_targets"] == len(targets) > 500
+    nats = -np.mean([math.log((counts[alphabet[t]] + 1) / total) for t in targets])
+    assert report["unigram_ece"] == pytest.approx(math.exp(nats), rel=1e-9)
+
+
+def test_same_targets_as_the_task_validation_batches(data_bin):
+    task = ProteinMLMTask.setup_task(
+        ProteinMLMConfig(data=str(data_bin), max_positions=200, seed=3, train_subset="train")
+    )
+    task.load_dataset("valid")
+    itr = task.get_batch_iterator(task.dataset("valid"), max_tokens=1000, max_positions=200, seed=3)
+    heldout = task.build_dataset("valid")
+    seen = 0
+    for sample in itr.next_epoch_itr(shuffle=False):
+        for row, index in enumerate(sample["id"].tolist()):
+            target = sample["target"][row][: heldout.size(index)]
+            assert torch.equal(target, heldout[index]["target"])
+            seen += 1
+    assert seen == len(heldout)
