@@ -1,0 +1,33 @@
+"""The pre-LayerNorm Transformer block shared by ESM-1 and ESM-1b."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import SelfAttention
+
+
+class TransformerLayer(nn.Module):
+    """x + Attn(LN(x)), then x + FFN(LN(x)) with exact (erf) GELU; fairseq parameter names."""
+
+    def __init__(
+        self, embed_dim: int, ffn_embed_dim: int, attention_heads: int, add_bias_kv: bool, layer_norm_eps: float
+    ) -> None:
+        super().__init__()
+        self.self_attn = SelfAttention(embed_dim, attention_heads, add_bias_kv=add_bias_kv)
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        self.fc1 = nn.Linear(embed_dim, ffn_embed_dim)
+        self.fc2 = nn.Linear(ffn_embed_dim, embed_dim)
+        self.final_layer_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+
+    def forward(
+        self, x: Tensor, padding_mask: Optional[Tensor] = None, need_head_weights: bool = False
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """x (B, T, C) -> (B, T, C) and the per-head attention (B, H, T, S) when asked for."""
+        attn_out, attn = self.self_attn(self.self_attn_layer_norm(x), padding_mask, need_weights=need_head_weights)
+        x = x + attn_out
+        x = x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+        return x, attn

@@ -1,0 +1,285 @@
+"""Checkpoint I/O: the official key map, export that fair-esm reads, fairseq checkpoints, clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import fractions
+from pathlib import Path
+
+import pytest
+import torch
+from esm.pretrained import load_model_and_alphabet_local
+from fairseq import options
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.models import build_model
+from omegaconf import OmegaConf
+
+import fairseq_esm  # noqa: F401  (registers the models)
+from fairseq_esm.alphabet import load_alphabet
+from fairseq_esm.modules.variant import ESM1, ESM1B
+from fairseq_esm.pretrained import (
+    CheckpointError,
+    export_official,
+    initialize_from_checkpoint,
+    load_model,
+    official_to_ours,
+    ours_to_official,
+    read_file,
+    regression_path,
+)
+
+# fair-esm's loader calls a bare torch.load, which since torch 2.6 refuses the Namespace it stores
+torch.serialization.add_safe_globals([argparse.Namespace])
+
+SIZES = ["--encoder-layers", "2", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+         "--encoder-attention-heads", "4", "--max-positions", "64"]
+ARCH = {"esm1b": "esm1b_t4_1M", "esm1": "esm1_t6_7M"}
+SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSEQNNTEMTFQIQRIYTKDISFEAPNAPHVFQK", "GSHMLE"]
+
+GOLDEN_KEYS = [
+    (ESM1B, "embed_tokens.weight", "encoder.sentence_encoder.embed_tokens.weight"),
+    (ESM1B, "embed_positions.weight", "encoder.sentence_encoder.embed_positions.weight"),
+    (ESM1B, "layers.0.self_attn.k_proj.weight", "encoder.sentence_encoder.layers.0.self_attn.k_proj.weight"),
+    (ESM1B, "layers.32.final_layer_norm.bias", "encoder.sentence_encoder.layers.32.final_layer_norm.bias"),
+    (ESM1B, "emb_layer_norm_before.weight", "encoder.sentence_encoder.emb_layer_norm_before.weight"),
+    (ESM1B, "emb_layer_norm_after.bias", "encoder.sentence_encoder.emb_layer_norm_after.bias"),
+    (ESM1B, "lm_head.weight", "encoder.lm_head.weight"),
+    (ESM1B, "lm_head.dense.weight", "encoder.lm_head.dense.weight"),
+    (ESM1B, "lm_head.layer_norm.bias", "encoder.lm_head.layer_norm.bias"),
+    (ESM1B, "contact_head.regression.weight", "contact_head.regression.weight"),
+    (ESM1, "embed_tokens.weight", "decoder.embed_tokens.weight"),
+    (ESM1, "embed_positions._float_tensor", "decoder.embed_positions._float_tensor"),
+    (ESM1, "layers.5.self_attn.bias_k", "decoder.layers.5.self_attn.bias_k"),
+    (ESM1, "layers.0.fc1.weight", "decoder.layers.0.fc1.weight"),
+    (ESM1, "embed_out", "decoder.embed_out"),
+    (ESM1, "embed_out_bias", "decoder.embed_out_bias"),
+    (ESM1, "contact_head.regression.bias", "contact_head.regression.bias"),
+]
+
+
+class _Task:
+    """The one thing ``build_model`` asks of a task: its dictionary."""
+
+    def __init__(self, alphabet):
+        self.source_dictionary = alphabet
+
+
+def cli_cfg(variant: str, *extra: str):
+    """The full config fairseq-train builds for a small model of ``variant``."""
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, ["unused-data", "--task", "protein_mlm", "--alphabet", variant, "--arch", ARCH[variant], *SIZES, *extra]
+    )
+    return convert_namespace_to_omegaconf(args)
+
+
+def random_model(variant: str, *extra: str):
+    """A small model built the fairseq-train way, every parameter random (the <mask> row zero, as released)."""
+    torch.manual_seed(1)
+    model = build_model(cli_cfg(variant, *extra).model, _Task(load_alphabet(variant)))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.add_(0.1 * torch.randn_like(param))
+        if variant == "esm1b":
+            model.embed_tokens.weight[model.mask_idx] = 0
+    return model.eval()
+
+
+def tokens(variant: str) -> torch.Tensor:
+    """Padded batch with a <mask>."""
+    alphabet = load_alphabet(variant)
+    rows = [alphabet.tokenize(s) for s in SEQUENCES]
+    out = torch.full((len(rows), max(map(len, rows))), alphabet.padding_idx, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    out[0, 4] = alphabet.mask_idx
+    return out
+
+
+@pytest.mark.parametrize("variant, ours, official", GOLDEN_KEYS)
+def test_key_map_golden_values(variant, ours, official):
+    assert ours_to_official(ours, variant) == official
+    assert official_to_ours(official, variant) == ours
+
+
+@pytest.mark.parametrize("variant", ["esm1b", "esm1"])
+def test_key_map_inverts_on_every_parameter(variant):
+    model = random_model(variant)
+    for key in model.state_dict():
+        assert official_to_ours(ours_to_official(key, model.variant), model.variant) == key
+
+
+@pytest.mark.parametrize("variant", ["esm1b", "esm1"])
+def test_official_round_trip(variant, tmp_path):
+    """ours -> official -> ours -> official: same keys, same tensors, same args."""
+    first, _ = export_official(random_model(variant), tmp_path / "first.pt")
+    reloaded, alphabet = load_model(first)
+    assert alphabet.name == variant and not reloaded.training
+    second, _ = export_official(reloaded, tmp_path / "second.pt")
+    a, b = read_file(first), read_file(second)
+    assert vars(a["args"]) == vars(b["args"])
+    assert a["args"].arch == {"esm1b": "roberta_large", "esm1": "protein_bert_base"}[variant]
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    regression = read_file(regression_path(first))["model"]
+    assert sorted(regression) == ["contact_head.regression.bias", "contact_head.regression.weight"]
+
+
+@pytest.mark.parametrize("variant", ["esm1b", "esm1"])
+@torch.no_grad()
+def test_export_loads_in_fair_esm_with_equal_outputs(variant, tmp_path):
+    model = random_model(variant)
+    path, _ = export_official(model, tmp_path / "exported.pt")
+    theirs, their_alphabet = load_model_and_alphabet_local(path)
+    batch = tokens(variant)
+    expected = theirs.eval()(batch, repr_layers=[2], return_contacts=True)
+    for ours in (model, load_model(path)[0]):
+        got = ours(batch, repr_layers=[2], return_contacts=True)
+        for key in ("logits", "attentions", "contacts"):
+            assert (expected[key] - got[key]).abs().max() <= 1e-4, key
+        assert (expected["representations"][2] - got["representations"][2]).abs().max() <= 1e-4
+    assert len(their_alphabet) == len(load_alphabet(variant))
+
+
+def test_official_file_without_regression_loads_with_a_warning(tmp_path):
+    path, regression = export_official(random_model("esm1b"), tmp_path / "model.pt")
+    regression.unlink()
+    with pytest.warns(UserWarning, match="contact regression"):
+        model, _ = load_model(path)
+    assert model.lm_head is not None
+
+
+def test_loading_zeroes_the_esm1b_mask_embedding_like_fair_esm(tmp_path):
+    model = random_model("esm1b")
+    with torch.no_grad():
+        model.embed_tokens.weight[model.mask_idx] = 1.0
+    path, _ = export_official(model, tmp_path / "model.pt")
+    loaded, alphabet = load_model(path)
+    assert loaded.embed_tokens.weight[alphabet.mask_idx].abs().max() == 0
+    theirs, _ = load_model_and_alphabet_local(path)
+    assert torch.equal(theirs.embed_tokens.weight, loaded.embed_tokens.weight)
+
+
+def fairseq_checkpoint(model, cfg, path: Path) -> Path:
+    """The layout fairseq's Trainer.state_dict writes (the parts a loader reads)."""
+    state = {
+        "args": None,
+        "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "model": model.state_dict(),
+        "optimizer_history": [{"criterion_name": "EsmMaskedLMCriterion", "num_updates": 3}],
+        "extra_state": {"previous_training_time": 1.5},
+    }
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("variant", ["esm1b", "esm1"])
+@torch.no_grad()
+def test_load_fairseq_checkpoint(variant, tmp_path):
+    model = random_model(variant)
+    path = fairseq_checkpoint(model, cli_cfg(variant), tmp_path / "checkpoint_best.pt")
+    loaded, alphabet = load_model(path)
+    assert alphabet.name == variant and type(loaded) is type(model) and not loaded.training
+    assert torch.equal(loaded(tokens(variant))["logits"], model(tokens(variant))["logits"])
+
+
+@pytest.mark.parametrize("source", ["official", "fairseq"])
+def test_pretrained_checkpoint_initialises_the_model(source, tmp_path):
+    trained = random_model("esm1b")
+    if source == "official":
+        path, _ = export_official(trained, tmp_path / "pretrained.pt")
+    else:
+        path = fairseq_checkpoint(trained, cli_cfg("esm1b"), tmp_path / "checkpoint_best.pt")
+    fresh = build_model(cli_cfg("esm1b", "--pretrained-checkpoint", str(path)).model, _Task(load_alphabet("esm1b")))
+    expected = trained.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in fresh.state_dict().items())
+
+
+def test_pretrained_checkpoint_of_the_other_variant_is_refused(tmp_path):
+    path, _ = export_official(random_model("esm1"), tmp_path / "esm1_model.pt")
+    with pytest.raises(CheckpointError, match="esm1 checkpoint; it cannot initialise an esm1b model"):
+        initialize_from_checkpoint(random_model("esm1b"), path)
+
+
+def test_pretrained_checkpoint_with_other_max_positions_names_it(tmp_path):
+    path, _ = export_official(random_model("esm1b"), tmp_path / "model.pt")
+    cfg = cli_cfg("esm1b", "--pretrained-checkpoint", str(path), "--max-positions", "128").model
+    with pytest.raises(CheckpointError, match=r"embed_positions.weight: checkpoint \(66, 32\)(.|\n)*max_positions=64"):
+        build_model(cfg, _Task(load_alphabet("esm1b")))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "nope.pt")
+
+
+def test_truncated_file(tmp_path):
+    path, _ = export_official(random_model("esm1b"), tmp_path / "model.pt")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_model(cut)
+
+
+def test_not_a_checkpoint(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("MKTAYIAKQRQ\n")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_model(text)
+    other = tmp_path / "list.pt"
+    torch.save([torch.zeros(2)], other)
+    with pytest.raises(CheckpointError, match="not a model checkpoint"):
+        load_model(other)
+
+
+def rewrite(path: Path, edit) -> Path:
+    """Apply ``edit`` to an official file's dict in place."""
+    data = read_file(path)
+    edit(data)
+    torch.save(data, path)
+    return path
+
+
+def test_unknown_official_arch(tmp_path):
+    path, _ = export_official(random_model("esm1b"), tmp_path / "model.pt")
+    rewrite(path, lambda d: setattr(d["args"], "arch", "transformer_lm"))
+    with pytest.raises(CheckpointError, match="unknown arch 'transformer_lm'"):
+        load_model(path)
+
+
+def test_vocabulary_mismatch(tmp_path):
+    path, _ = export_official(random_model("esm1b"), tmp_path / "model.pt")
+
+    def widen(data):
+        for key in ("encoder.sentence_encoder.embed_tokens.weight", "encoder.lm_head.weight", "encoder.lm_head.bias"):
+            data["model"][key] = torch.cat([data["model"][key], data["model"][key][:2]])
+
+    rewrite(path, widen)
+    with pytest.raises(CheckpointError, match="vocabulary size mismatch: checkpoint embeds 35 tokens.*has 33"):
+        load_model(path)
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path):
+    path, _ = export_official(random_model("esm1"), tmp_path / "model.pt")
+
+    def damage(data):
+        del data["model"]["decoder.layers.1.fc2.bias"]
+        data["model"]["decoder.layers.1.adapter.weight"] = torch.zeros(1)
+
+    rewrite(path, damage)
+    with pytest.raises(CheckpointError, match="missing keys: layers.1.fc2.bias.*\n.*unexpected keys: layers.1.adapter"):
+        load_model(path)
+
+
+def test_arbitrary_objects_need_allow_unsafe(tmp_path):
+    path, _ = export_official(random_model("esm1b"), tmp_path / "model.pt")
+    rewrite(path, lambda d: setattr(d["args"], "lr", fractions.Fraction(1, 3)))
+    with pytest.raises(CheckpointError, match="allow_unsafe=True"):
+        load_model(path)
+    model, _ = load_model(path, allow_unsafe=True)
+    assert model.num_layers == 2
+
+
+def test_export_refuses_names_fair_esm_would_misread(tmp_path):
+    with pytest.raises(ValueError, match="file name"):
+        export_official(random_model("esm1b"), tmp_path / "esm2_mine.pt")

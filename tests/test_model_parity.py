@@ -1,0 +1,260 @@
+"""Our ESM-1b / ESM-1 against fair-esm's own ``ProteinBertModel`` on real proteins, plus model-level checks.
+
+fair-esm builds small random models (LayerNorms and biases perturbed away from their init), the
+test writes them in the official file layout (the inverse of fair-esm's upgrade code), and both
+loaders read the same file. Every output must agree to 1e-4 in float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+from pathlib import Path
+
+import esm
+import pytest
+import torch
+from esm.pretrained import load_model_and_alphabet_local
+from fairseq import options
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.models import build_model
+
+import fairseq_esm  # noqa: F401  (registers the models)
+from fairseq_esm.alphabet import load_alphabet
+from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+from fairseq_esm.pretrained import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "data" / "uniprot_sample.fasta.gz"
+TOLERANCE = 1e-4
+LAYERS, DIM, FFN, HEADS = 3, 64, 128, 4
+OFFICIAL_ARCH = {"esm1b": "roberta_large", "esm1": "protein_bert_base"}
+
+# fair-esm's loader calls a bare torch.load, which since torch 2.6 refuses the Namespace it stores
+torch.serialization.add_safe_globals([argparse.Namespace])
+
+
+def real_proteins(count: int = 4, max_len: int = 60) -> list[str]:
+    """The first proteins of the shipped UniProt sample, cut to different lengths (so batches pad)."""
+    proteins, current = [], []
+    with gzip.open(SAMPLE, "rt") as handle:
+        for line in handle:
+            if line.startswith(">"):
+                if current:
+                    proteins.append("".join(current))
+                current = []
+                if len(proteins) == count:
+                    break
+            else:
+                current.append(line.strip())
+    return [p[: max_len - 9 * i] for i, p in enumerate(proteins)]
+
+
+def batch(variant: str) -> torch.Tensor:
+    """Padded (B, T) tokens of real proteins with a few residues replaced by <mask>."""
+    alphabet = load_alphabet(variant)
+    rows = [alphabet.tokenize(p) for p in real_proteins()]
+    tokens = torch.full((len(rows), max(len(r) for r in rows)), alphabet.padding_idx, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = row
+    tokens[0, [3, 10, 11]] = alphabet.mask_idx
+    tokens[2, 5] = alphabet.mask_idx
+    assert tokens.eq(alphabet.padding_idx).any(dim=1).sum() == len(rows) - 1  # all but the longest pad
+    return tokens
+
+
+def fair_esm_model(variant: str, seed: int = 0) -> esm.ProteinBertModel:
+    """A small fair-esm model with every parameter drawn at random (LayerNorm gains around 1)."""
+    torch.manual_seed(seed)
+    args = argparse.Namespace(
+        arch=OFFICIAL_ARCH[variant], layers=LAYERS, embed_dim=DIM, ffn_embed_dim=FFN, attention_heads=HEADS,
+        max_positions=128, token_dropout=variant == "esm1b", emb_layer_norm_before=True, final_bias=True,
+    )
+    model = esm.ProteinBertModel(args, esm.Alphabet.from_architecture(OFFICIAL_ARCH[variant]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            gain = "norm" in name and name.endswith("weight")
+            param.copy_((1.0 if gain else 0.0) + 0.2 * torch.randn_like(param))
+    return model
+
+
+def write_official(model: esm.ProteinBertModel, path: Path) -> Path:
+    """Save a fair-esm model as fair-esm's release files: prefixed keys + a contact-regression sibling."""
+    variant = "esm1b" if model.model_version == "ESM-1b" else "esm1"
+    prefix = "encoder_" if variant == "esm1b" else "decoder_"
+    args = argparse.Namespace(arch=OFFICIAL_ARCH[variant], max_positions=model.args.max_positions)
+    for name in ("layers", "embed_dim", "ffn_embed_dim", "attention_heads"):
+        setattr(args, prefix + name, getattr(model.args, name))
+    if variant == "esm1b":
+        args.token_dropout = model.args.token_dropout
+    else:
+        args.final_bias = model.args.final_bias
+    body, regression = {}, {}
+    for key, value in model.state_dict().items():
+        if key.startswith("contact_head."):
+            regression[key] = value
+        elif variant == "esm1":
+            body["decoder." + key] = value
+        else:
+            body[("encoder." if key.startswith("lm_head.") else "encoder.sentence_encoder.") + key] = value
+    torch.save({"args": args, "model": body}, path)
+    torch.save({"model": regression}, path.with_name(path.stem + "-contact-regression.pt"))
+    return path
+
+
+@pytest.fixture(scope="module", params=["esm1b", "esm1"])
+def loaded(request, tmp_path_factory):
+    """(variant, fair-esm's model, ours), both read from the same official file."""
+    path = write_official(fair_esm_model(request.param), tmp_path_factory.mktemp("official") / "tiny.pt")
+    theirs, _ = load_model_and_alphabet_local(path)
+    ours, alphabet = load_model(path)
+    assert alphabet.name == request.param
+    return request.param, theirs.eval(), ours
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape
+    return (a - b).abs().max().item()
+
+
+@torch.no_grad()
+def test_outputs_match_fair_esm(loaded):
+    variant, theirs, ours = loaded
+    tokens = batch(variant)
+    kwargs = dict(repr_layers=range(LAYERS + 1), return_contacts=True)
+    expected, got = theirs(tokens, **kwargs), ours(tokens, **kwargs)
+    for key in ("logits", "attentions", "contacts"):
+        assert max_diff(expected[key], got[key]) <= TOLERANCE, key
+    assert expected["representations"].keys() == got["representations"].keys()
+    for layer, rep in expected["representations"].items():
+        assert max_diff(rep, got["representations"][layer]) <= TOLERANCE, layer
+    assert got["attentions"].shape == (tokens.size(0), LAYERS, HEADS, tokens.size(1), tokens.size(1))
+
+
+@torch.no_grad()
+def test_fused_path_matches_fair_esm(loaded):
+    """Without head weights we run SDPA, fair-esm runs torch's multi_head_attention_forward."""
+    variant, theirs, ours = loaded
+    tokens = batch(variant)
+    expected, got = theirs(tokens, repr_layers=[LAYERS]), ours(tokens, repr_layers=[LAYERS])
+    assert "attentions" not in got
+    assert max_diff(expected["logits"], got["logits"]) <= TOLERANCE
+    assert max_diff(expected["representations"][LAYERS], got["representations"][LAYERS]) <= TOLERANCE
+
+
+@torch.no_grad()
+def test_sdpa_equals_explicit_softmax(loaded):
+    variant, _, ours = loaded
+    tokens = batch(variant)
+    fused = ours(tokens, repr_layers=range(LAYERS + 1))
+    explicit = ours(tokens, repr_layers=range(LAYERS + 1), need_head_weights=True)
+    assert max_diff(fused["logits"], explicit["logits"]) <= TOLERANCE
+    for layer in range(LAYERS + 1):
+        assert max_diff(fused["representations"][layer], explicit["representations"][layer]) <= TOLERANCE
+
+
+@torch.no_grad()
+def test_unpadded_single_sequence_matches(loaded):
+    variant, theirs, ours = loaded
+    tokens = batch(variant)[:1]
+    assert max_diff(theirs(tokens)["logits"], ours(tokens)["logits"]) <= TOLERANCE
+
+
+@torch.no_grad()
+def test_masked_tokens_select_logit_rows(loaded):
+    variant, _, ours = loaded
+    tokens = batch(variant)
+    masked = tokens.eq(ours.mask_idx)
+    full = ours(tokens)["logits"]
+    assert torch.equal(ours(tokens, masked_tokens=masked)["logits"], full[masked])
+
+
+@torch.no_grad()
+def test_predict_contacts(loaded):
+    variant, theirs, ours = loaded
+    tokens = batch(variant)
+    assert max_diff(theirs.predict_contacts(tokens), ours.predict_contacts(tokens)) <= TOLERANCE
+
+
+def esm1b_tiny(**overrides):
+    """A fresh small ESM-1b of ours, for checks that need no reference."""
+    sizes = dict(encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=4)
+    alphabet = load_alphabet("esm1b")
+    return Esm1bModel(Esm1bConfig(max_positions=128, **sizes, **overrides), alphabet), alphabet
+
+
+def test_inputs_longer_than_max_positions_are_refused():
+    model, _ = esm1b_tiny()
+    with pytest.raises(ValueError, match="max_positions"):
+        model(torch.full((1, 130), 5))
+
+
+def test_token_dropout_rescales_without_masks():
+    """ESM-1b scales embeddings by 0.88 at inference when nothing is masked."""
+    model, alphabet = esm1b_tiny(emb_layer_norm_before=False)
+    tokens = alphabet.tokenize("MKTAYIAK")[None]
+    x = model._embed(tokens, tokens.eq(alphabet.padding_idx))
+    expected = 0.88 * model.embed_tokens(tokens) + model.embed_positions(tokens)
+    assert max_diff(x, expected) <= 1e-6
+
+
+# measured parameter counts: the published ones for the released sizes, the name's for the small ones
+ARCH_PARAMS = {
+    "esm1b_t33_650M_UR50S": 652_359_094,
+    "esm1b_t12_34M": 33_994_834,
+    "esm1b_t6_8M": 7_841_434,
+    "esm1b_t4_1M": 945_986,
+    "esm1_t34_670M_UR50S": 669_210_316,
+    "esm1_t12_85M_UR50S": 85_126_836,
+    "esm1_t6_43M_UR50S": 42_590_316,
+    "esm1_t6_7M": 7_424_156,
+}
+
+
+class _Task:
+    """The one thing ``build_model`` asks of a task: its dictionary."""
+
+    def __init__(self, alphabet):
+        self.source_dictionary = alphabet
+
+
+def cli_model_cfg(arch: str, *extra: str):
+    """The model config fairseq-train builds from ``--arch arch`` (task defaults, max_positions 1024)."""
+    variant = "esm1b" if arch.startswith("esm1b") else "esm1"
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, ["unused-data", "--task", "protein_mlm", "--alphabet", variant, "--arch", arch, *extra]
+    )
+    return convert_namespace_to_omegaconf(args).model, variant
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_PARAMS))
+def test_named_arch_parameter_count(arch):
+    cfg, variant = cli_model_cfg(arch)
+    with torch.device("meta"):
+        model = build_model(cfg, _Task(load_alphabet(variant)))
+    assert model.variant.name == variant
+    assert model.token_dropout == (variant == "esm1b")
+    assert sum(p.numel() for p in model.parameters()) == ARCH_PARAMS[arch]
+
+
+def test_arch_sizes_can_be_overridden_on_the_command_line():
+    cfg, _ = cli_model_cfg("esm1b_t4_1M", "--encoder-layers", "2", "--token-dropout")
+    assert (cfg.encoder_layers, cfg.encoder_embed_dim, cfg.token_dropout) == (2, 128, False)
+
+
+@pytest.mark.parametrize("arch, wrong", [("esm1b_t4_1M", "esm1"), ("esm1_t6_7M", "esm1b")])
+def test_build_model_refuses_the_other_alphabet(arch, wrong):
+    cfg, _ = cli_model_cfg(arch)
+    with pytest.raises(ValueError, match=f"needs the .* alphabet.*--alphabet"):
+        build_model(cfg, _Task(load_alphabet(wrong)))
+
+
+def test_fresh_model_is_bert_initialised():
+    model, alphabet = esm1b_tiny()
+    weights = torch.cat([layer.fc1.weight.flatten() for layer in model.layers])
+    assert abs(weights.std().item() - 0.02) < 0.002
+    assert all(layer.fc1.bias.abs().max() == 0 for layer in model.layers)
+    assert model.embed_tokens.weight[alphabet.padding_idx].abs().max() == 0
+    assert model.lm_head.weight is model.embed_tokens.weight
+
