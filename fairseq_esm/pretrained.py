@@ -79,9 +79,10 @@ def read_file(path: str | Path, allow_unsafe: bool = False) -> Any:
                 f"{path} holds objects beyond tensors and Namespace; pass allow_unsafe=True only if you trust it"
             ) from err
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
+    except Exception as err:  # torch's legacy unpickler fails on junk with KeyError, IndexError, ...
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or another format): {err}"
+            f"{path} is not a readable PyTorch checkpoint (truncated or another format): "
+            f"{type(err).__name__}: {err}"
         ) from err
 
 
