@@ -31,6 +31,11 @@ from fairseq_esm.pretrained import (
 # fair-esm's loader calls a bare torch.load, which since torch 2.6 refuses the Namespace it stores
 torch.serialization.add_safe_globals([argparse.Namespace])
 
+# fairseq's namespace -> omegaconf conversion trips Hydra 1.1 deprecation warnings on every config
+pytestmark = [
+    pytest.mark.filterwarnings(r"ignore:\s*'config' is validated against ConfigStore schema:UserWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning:hydra"),
+]
 SIZES = ["--encoder-layers", "2", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
          "--encoder-attention-heads", "4", "--max-positions", "64"]
 ARCH = {"esm1b": "esm1b_t4_1M", "esm1": "esm1_t6_7M"}

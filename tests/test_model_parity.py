@@ -27,6 +27,11 @@ from fairseq_esm.pretrained import load_model
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "data" / "uniprot_sample.fasta.gz"
 TOLERANCE = 1e-4
+# fairseq's namespace -> omegaconf conversion trips Hydra 1.1 deprecation warnings on every config
+pytestmark = [
+    pytest.mark.filterwarnings(r"ignore:\s*'config' is validated against ConfigStore schema:UserWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning:hydra"),
+]
 LAYERS, DIM, FFN, HEADS = 3, 64, 128, 4
 OFFICIAL_ARCH = {"esm1b": "roberta_large", "esm1": "protein_bert_base"}
 
