@@ -108,6 +108,17 @@ class EsmModel(BaseFairseqModel):
         )
         self._build_output(cfg, len(alphabet))
         self.apply(init_esm_params)
+        if self.variant.zero_mask_embedding:
+            self._pin_mask_embedding_to_zero()
+
+    def _pin_mask_embedding_to_zero(self) -> None:
+        """Keep the ``<mask>`` row zero through training: fair-esm zeroes it on load, and the tied LM
+        head would otherwise train it, so an exported model would give other logits in fair-esm."""
+        with torch.no_grad():
+            self.embed_tokens.weight[self.mask_idx].zero_()
+        keep = torch.ones(self.embed_tokens.num_embeddings, 1)
+        keep[self.mask_idx] = 0.0
+        self.embed_tokens.weight.register_hook(lambda grad: grad * keep.to(grad))
 
     def _build_output(self, cfg: EsmConfig, vocab_size: int) -> None:
         """ESM-1b: embedding LayerNorms + tied RoBERTa head; ESM-1: free output matrix ``embed_out``."""

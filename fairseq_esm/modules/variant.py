@@ -30,6 +30,8 @@ class EsmVariant:
     zero_padding_embeddings: bool
     #: ``emb_layer_norm_after`` + RoBERTa LM head tied to the input embedding
     roberta_head: bool
+    #: fair-esm zeroes the ``<mask>`` embedding row on load (token dropout); we keep it zero in training
+    zero_mask_embedding: bool
 
 
 ESM1B = EsmVariant(
@@ -44,6 +46,7 @@ ESM1B = EsmVariant(
     add_bias_kv=False,
     zero_padding_embeddings=True,
     roberta_head=True,
+    zero_mask_embedding=True,
 )
 
 ESM1 = EsmVariant(
@@ -58,6 +61,7 @@ ESM1 = EsmVariant(
     add_bias_kv=True,
     zero_padding_embeddings=False,
     roberta_head=False,
+    zero_mask_embedding=False,
 )
 
 VARIANTS = {v.name: v for v in (ESM1B, ESM1)}
