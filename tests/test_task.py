@@ -63,9 +63,11 @@ def make_task(data: Path, **overrides) -> ProteinMLMTask:
 
 
 def batches(task: ProteinMLMTask, split: str, max_tokens: int, epoch: int = 1) -> list[dict]:
+    """Batches as fairseq-train / fairseq-validate build them (``--required-batch-size-multiple 8``)."""
     task.load_dataset(split, epoch=epoch)
     itr = task.get_batch_iterator(
-        task.dataset(split), max_tokens=max_tokens, max_positions=task.max_positions(), seed=1, epoch=epoch
+        task.dataset(split), max_tokens=max_tokens, max_positions=task.max_positions(), seed=1, epoch=epoch,
+        required_batch_size_multiple=8,
     )
     return list(itr.next_epoch_itr(shuffle=split == "train"))
 
@@ -112,6 +114,19 @@ def test_batches_respect_max_tokens_and_hold_whole_single_proteins(data_bin, pro
             assert len(window) == min(len(proteins[index]), MAX_POSITIONS - 2)
             seen.add(index)
     assert seen == set(range(300))
+
+
+@pytest.mark.parametrize("max_tokens", [700, 1024, 3000])
+def test_every_protein_batched_once_despite_batch_size_multiple(data_bin, max_tokens):
+    """fairseq drops a final batch that is not a multiple of 8; ours keeps it, within the budget."""
+    task = make_task(data_bin)
+    task.load_dataset("valid")
+    dataset = task.dataset("valid")
+    order = dataset.ordered_indices()
+    chunks = dataset.batch_by_size(order, max_tokens=max_tokens, required_batch_size_multiple=8)
+    assert np.array_equal(np.concatenate(chunks), order)
+    assert all(len(chunk) * dataset.sizes[chunk].max() <= max_tokens for chunk in chunks)
+    assert any(len(chunk) % 8 for chunk in chunks)
 
 
 def test_order_is_sorted_by_length(data_bin):

@@ -97,7 +97,9 @@ def test_same_targets_as_the_task_validation_batches(data_bin):
         ProteinMLMConfig(data=str(data_bin), max_positions=200, seed=3, train_subset="train")
     )
     task.load_dataset("valid")
-    itr = task.get_batch_iterator(task.dataset("valid"), max_tokens=1000, max_positions=200, seed=3)
+    itr = task.get_batch_iterator(  # fairseq-validate's defaults include --required-batch-size-multiple 8
+        task.dataset("valid"), max_tokens=1000, max_positions=200, seed=3, required_batch_size_multiple=8
+    )
     heldout = task.build_dataset("valid")
     seen = 0
     for sample in itr.next_epoch_itr(shuffle=False):

@@ -2,11 +2,15 @@
 
 Each item is one protein (never concatenated with others); the collater right-pads with
 ``<pad>`` and returns ``id``, ``nsentences``, ``ntokens``, ``net_input.src_tokens`` and ``target``.
+Every protein lands in a batch: fairseq drops a final batch that is not a multiple of
+``--required-batch-size-multiple`` (8 by default; fairseq issue #5036), which would skip the
+longest proteins of every epoch and leave ``fairseq-validate`` scoring fewer targets than
+the held-out set has.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -56,6 +60,20 @@ class ProteinMLMDataset(FairseqDataset):
         with data_utils.numpy_seed(self.seed, self.epoch):
             tie_break = np.random.permutation(len(self._sizes))
         return np.lexsort([tie_break, self._sizes])
+
+    def batch_by_size(
+        self,
+        indices: np.ndarray,
+        max_tokens: Optional[int] = None,
+        max_sentences: Optional[int] = None,
+        required_batch_size_multiple: int = 1,
+    ) -> list[np.ndarray]:
+        """fairseq's token-budget batches, plus the final partial batch fairseq would drop."""
+        batches = list(super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple))
+        batched = sum(len(batch) for batch in batches)
+        if batched < len(indices):
+            batches.append(np.asarray(indices[batched:], dtype=np.int64))
+        return batches
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"id": index, **self.dataset[index]}
