@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from fairseq.data import ListDataset
 
-from fairseq_esm.alphabet import RESIDUE_LETTERS, esm1_alphabet, esm1b_alphabet
+from fairseq_esm.alphabet import esm1_alphabet, esm1b_alphabet
 from fairseq_esm.data.crop import CropDataset, crop_residues
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "uniprot_sample.fasta.gz"
 STORED_EOS = 2  # fairseq-preprocess ends every record with the plain Dictionary's </s>
 
 
-def read_proteins(n: int) -> list[str]:
-    """The first n sequences of the shipped UniProt sample, uppercased, residue letters only."""
-    proteins, current = [], []
-    with gzip.open(SAMPLE, "rt") as f:
-        for line in f:
-            if line.startswith(">"):
-                if current:
-                    proteins.append("".join(current))
-                    current = []
-                if len(proteins) == n:
-                    break
-            else:
-                current.append("".join(ch for ch in line.strip().upper() if ch in RESIDUE_LETTERS))
-    return proteins
-
 
 @pytest.fixture(scope="module")
-def records() -> ListDataset:
+def records(sample_proteins) -> ListDataset:
     """Real proteins as fairseq-preprocess stores them: residue ids + </s>."""
     alphabet = esm1b_alphabet()
-    items = [torch.tensor(alphabet.encode_residues(seq) + [STORED_EOS]) for seq in read_proteins(300)]
+    items = [torch.tensor(alphabet.encode_residues(seq) + [STORED_EOS]) for seq in sample_proteins[:300]]
     return ListDataset(items, np.array([len(t) for t in items]))
 
 

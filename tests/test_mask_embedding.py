@@ -1,7 +1,6 @@
 """ESM-1b's <mask> embedding row stays zero through training, as fair-esm assumes on load."""
 
 import torch
-from argparse import Namespace
 
 from fairseq_esm.alphabet import esm1b_alphabet
 from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel

@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import gzip
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from fairseq.data import ListDataset
 
-from fairseq_esm.alphabet import CANONICAL_AMINO_ACIDS, RESIDUE_LETTERS, esm1_alphabet, esm1b_alphabet
+from fairseq_esm.alphabet import CANONICAL_AMINO_ACIDS, esm1_alphabet, esm1b_alphabet
 from fairseq_esm.data.masking import MaskedProteinDataset, alternate_canonical, mask_tokens, masking_scheme
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "uniprot_sample.fasta.gz"
 
-
-def read_proteins(n: int) -> list[str]:
-    """The first n sequences of the shipped UniProt sample, uppercased, residue letters only."""
-    proteins, current = [], []
-    with gzip.open(SAMPLE, "rt") as f:
-        for line in f:
-            if line.startswith(">"):
-                if current:
-                    proteins.append("".join(current))
-                    current = []
-                if len(proteins) == n:
-                    break
-            else:
-                current.append("".join(ch for ch in line.strip().upper() if ch in RESIDUE_LETTERS))
-    return proteins
 
 
 @pytest.fixture(scope="module")
-def proteins() -> list[np.ndarray]:
+def proteins(sample_proteins) -> list[np.ndarray]:
     alphabet = esm1b_alphabet()
-    return [alphabet.tokenize(seq).numpy() for seq in read_proteins(1500)]
+    return [alphabet.tokenize(seq).numpy() for seq in sample_proteins[:1500]]
 
 
 def within(observed: float, expected: float, n: int, sigmas: float = 4.0) -> bool:
@@ -66,12 +48,12 @@ def test_rates_on_real_proteins(proteins):
 
 
 @pytest.mark.parametrize("factory", [esm1b_alphabet, esm1_alphabet])
-def test_specials_never_selected_or_produced(factory):
+def test_specials_never_selected_or_produced(factory, sample_proteins):
     alphabet = factory()
     scheme = masking_scheme(alphabet)
     canonical = set(alphabet.canonical_indices())
     rng = np.random.RandomState(1)
-    for seq in read_proteins(200):
+    for seq in sample_proteins[:200]:
         tokens = alphabet.tokenize(seq).numpy()
         source, target = mask_tokens(tokens, scheme, rng)
         assert target[0] == alphabet.padding_idx and source[0] == alphabet.cls_idx

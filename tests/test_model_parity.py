@@ -251,7 +251,7 @@ def test_arch_sizes_can_be_overridden_on_the_command_line():
 @pytest.mark.parametrize("arch, wrong", [("esm1b_t4_1M", "esm1"), ("esm1_t6_7M", "esm1b")])
 def test_build_model_refuses_the_other_alphabet(arch, wrong):
     cfg, _ = cli_model_cfg(arch)
-    with pytest.raises(ValueError, match=f"needs the .* alphabet.*--alphabet"):
+    with pytest.raises(ValueError, match="needs the .* alphabet.*--alphabet"):
         build_model(cfg, _Task(load_alphabet(wrong)))
 
 

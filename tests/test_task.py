@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import re
 from pathlib import Path
 
@@ -12,49 +11,23 @@ import torch
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.tasks import TASK_REGISTRY
-from fairseq_cli import preprocess
 
-from fairseq_esm.alphabet import DICT_DIR, RESIDUE_LETTERS, esm1b_alphabet
+from fairseq_esm.alphabet import DICT_DIR, esm1b_alphabet
 from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "uniprot_sample.fasta.gz"
 MAX_POSITIONS = 128
 
 
-def read_proteins(n: int) -> list[str]:
-    """The first n sequences of the shipped UniProt sample, uppercased, residue letters only."""
-    proteins, current = [], []
-    with gzip.open(SAMPLE, "rt") as f:
-        for line in f:
-            if line.startswith(">"):
-                if current:
-                    proteins.append("".join(current))
-                    current = []
-                if len(proteins) == n:
-                    break
-            else:
-                current.append("".join(ch for ch in line.strip().upper() if ch in RESIDUE_LETTERS))
-    return proteins
+
+@pytest.fixture(scope="module")
+def proteins(sample_proteins) -> list[str]:
+    return sample_proteins[:360]
 
 
 @pytest.fixture(scope="module")
-def proteins() -> list[str]:
-    return read_proteins(360)
-
-
-@pytest.fixture(scope="module")
-def data_bin(tmp_path_factory, proteins) -> Path:
+def data_bin(fairseq_preprocess, proteins) -> Path:
     """fairseq-preprocess --only-source --srcdict esm1b.txt on 300 train / 60 valid proteins."""
-    work = tmp_path_factory.mktemp("protein_mlm")
-    (work / "train.txt").write_text("".join(" ".join(p) + "\n" for p in proteins[:300]))
-    (work / "valid.txt").write_text("".join(" ".join(p) + "\n" for p in proteins[300:]))
-    args = options.get_preprocessing_parser().parse_args(
-        ["--only-source", "--srcdict", str(DICT_DIR / "esm1b.txt"), "--trainpref", str(work / "train.txt"),
-         "--validpref", str(work / "valid.txt"), "--destdir", str(work / "data-bin"), "--dataset-impl", "mmap",
-         "--workers", "1"]
-    )
-    preprocess.main(args)
-    return work / "data-bin"
+    return fairseq_preprocess(proteins[:300], proteins[300:])
 
 
 def make_task(data: Path, **overrides) -> ProteinMLMTask:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from collections import Counter
@@ -11,51 +10,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fairseq import options
-from fairseq_cli import preprocess
 
-from fairseq_esm.alphabet import DICT_DIR, RESIDUE_LETTERS, esm1b_alphabet
+from fairseq_esm.alphabet import RESIDUE_LETTERS, esm1b_alphabet
 from fairseq_esm.cli.unigram_ece import main
 from fairseq_esm.evaluation.unigram import ece, heldout_targets, residue_counts, unigram_log_probs
 from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "uniprot_sample.fasta.gz"
 
-
-def read_proteins(n: int) -> list[str]:
-    """The first n sequences of the shipped UniProt sample, uppercased, residue letters only."""
-    proteins, current = [], []
-    with gzip.open(SAMPLE, "rt") as f:
-        for line in f:
-            if line.startswith(">"):
-                if current:
-                    proteins.append("".join(current))
-                    current = []
-                if len(proteins) == n:
-                    break
-            else:
-                current.append("".join(ch for ch in line.strip().upper() if ch in RESIDUE_LETTERS))
-    return proteins
 
 
 @pytest.fixture(scope="module")
-def proteins() -> list[str]:
-    return read_proteins(300)
+def proteins(sample_proteins) -> list[str]:
+    return sample_proteins[:300]
 
 
 @pytest.fixture(scope="module")
-def data_bin(tmp_path_factory, proteins) -> Path:
+def data_bin(fairseq_preprocess, proteins) -> Path:
     """fairseq-preprocess --only-source --srcdict esm1b.txt on 250 train / 50 valid proteins."""
-    work = tmp_path_factory.mktemp("unigram")
-    (work / "train.txt").write_text("".join(" ".join(p) + "\n" for p in proteins[:250]))
-    (work / "valid.txt").write_text("".join(" ".join(p) + "\n" for p in proteins[250:]))
-    args = options.get_preprocessing_parser().parse_args(
-        ["--only-source", "--srcdict", str(DICT_DIR / "esm1b.txt"), "--trainpref", str(work / "train.txt"),
-         "--validpref", str(work / "valid.txt"), "--destdir", str(work / "data-bin"), "--dataset-impl", "mmap",
-         "--workers", "1"]
-    )
-    preprocess.main(args)
-    return work / "data-bin"
+    return fairseq_preprocess(proteins[:250], proteins[250:])
 
 
 def test_hand_counted_example():

@@ -1,0 +1,56 @@
+"""Shared fixtures: real proteins from the shipped UniProt sample, and fairseq-preprocess'd slices."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from fairseq import options
+from fairseq_cli import preprocess
+
+from fairseq_esm.alphabet import DICT_DIR, RESIDUE_LETTERS
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "uniprot_sample.fasta.gz"
+
+
+def read_proteins(n: int) -> list[str]:
+    """The first n sequences of the shipped UniProt sample, uppercased, residue letters only."""
+    proteins, current = [], []
+    with gzip.open(SAMPLE, "rt") as f:
+        for line in f:
+            if line.startswith(">"):
+                if current:
+                    proteins.append("".join(current))
+                    current = []
+                if len(proteins) == n:
+                    break
+            else:
+                current.append("".join(ch for ch in line.strip().upper() if ch in RESIDUE_LETTERS))
+    return proteins
+
+
+@pytest.fixture(scope="session")
+def sample_proteins() -> list[str]:
+    """The first 1,500 proteins of the sample (tests slice what they need)."""
+    return read_proteins(1500)
+
+
+@pytest.fixture(scope="session")
+def fairseq_preprocess(tmp_path_factory) -> Callable[[list[str], list[str]], Path]:
+    """Binarize train/valid proteins with the real fairseq-preprocess and our dict; returns data-bin."""
+
+    def run(train: list[str], valid: list[str]) -> Path:
+        work = tmp_path_factory.mktemp("data")
+        (work / "train.txt").write_text("".join(" ".join(p) + "\n" for p in train))
+        (work / "valid.txt").write_text("".join(" ".join(p) + "\n" for p in valid))
+        args = options.get_preprocessing_parser().parse_args(
+            ["--only-source", "--srcdict", str(DICT_DIR / "esm1b.txt"), "--trainpref", str(work / "train.txt"),
+             "--validpref", str(work / "valid.txt"), "--destdir", str(work / "data-bin"), "--dataset-impl", "mmap",
+             "--workers", "1"]
+        )
+        preprocess.main(args)
+        return work / "data-bin"
+
+    return run
