@@ -19,9 +19,19 @@ setup(
         "biopython>=1.80",
         "scipy>=1.10",
         "tqdm>=4.60",
+        "scikit-learn>=1.3",  # contact regression on attention maps
+        "matplotlib>=3.7",  # contact-map PNGs
     ],
     extras_require={
         # fair-esm is the numerical oracle in tests only; nothing in fairseq_esm imports it
-        "test": ["pytest>=8", "fair-esm==2.0.0"],
+        "test": ["pytest>=8", "fair-esm==2.0.0", "transformers>=4.40"],
+        # HuggingFace EsmForMaskedLM directories: load with any tool, convert both ways
+        "hf": ["transformers>=4.40"],
+    },
+    entry_points={
+        "console_scripts": [
+            f"fairseq-esm-{name}=fairseq_esm.cli.{name}:cli"
+            for name in ("extract", "score", "variants", "contacts", "convert")
+        ],
     },
 )

@@ -4,6 +4,11 @@ Importing this package (or passing ``--user-dir fairseq_esm``) registers the tas
 criterion with fairseq's registries.
 """
 
-from . import criterions, models, tasks  # noqa: F401  (imported for their registrations)
+import logging
+
+# fairseq's speech task logs "Please install tensorboardX" at import: noise for every protein CLI
+logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
+
+from . import criterions, models, tasks  # noqa: E402,F401  (imported for their registrations)
 
 __version__ = "0.1.0"

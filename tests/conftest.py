@@ -54,3 +54,21 @@ def fairseq_preprocess(tmp_path_factory) -> Callable[[list[str], list[str]], Pat
         return work / "data-bin"
 
     return run
+
+
+@pytest.fixture(scope="session")
+def official_checkpoint(tmp_path_factory) -> Callable[..., Path]:
+    """Factory: ``official_checkpoint("esm1b", seed=0, layers=3, ...)`` -> path of a random fair-esm
+    model in the official release layout (cached per argument set for the session)."""
+    from oracle import fair_esm_model, write_official
+
+    made: dict[tuple, Path] = {}
+
+    def build(variant: str = "esm1b", **sizes) -> Path:
+        key = (variant, tuple(sorted(sizes.items())))
+        if key not in made:
+            name = f"{variant}_" + "_".join(f"{k}{v}" for k, v in sorted(sizes.items())) + ".pt"
+            made[key] = write_official(fair_esm_model(variant, **sizes), tmp_path_factory.mktemp("official") / name)
+        return made[key]
+
+    return build

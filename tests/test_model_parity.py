@@ -7,11 +7,10 @@ loaders read the same file. Every output must agree to 1e-4 in float32.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 from pathlib import Path
 
-import esm
+
 import pytest
 import torch
 from esm.pretrained import load_model_and_alphabet_local
@@ -23,6 +22,7 @@ import fairseq_esm  # noqa: F401  (registers the models)
 from fairseq_esm.alphabet import load_alphabet
 from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
 from fairseq_esm.pretrained import load_model
+from oracle import fair_esm_model, write_official
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "data" / "uniprot_sample.fasta.gz"
@@ -33,10 +33,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning:hydra"),
 ]
 LAYERS, DIM, FFN, HEADS = 3, 64, 128, 4
-OFFICIAL_ARCH = {"esm1b": "roberta_large", "esm1": "protein_bert_base"}
-
-# fair-esm's loader calls a bare torch.load, which since torch 2.6 refuses the Namespace it stores
-torch.serialization.add_safe_globals([argparse.Namespace])
 
 
 def real_proteins(count: int = 4, max_len: int = 60) -> list[str]:
@@ -66,45 +62,6 @@ def batch(variant: str) -> torch.Tensor:
     tokens[2, 5] = alphabet.mask_idx
     assert tokens.eq(alphabet.padding_idx).any(dim=1).sum() == len(rows) - 1  # all but the longest pad
     return tokens
-
-
-def fair_esm_model(variant: str, seed: int = 0) -> esm.ProteinBertModel:
-    """A small fair-esm model with every parameter drawn at random (LayerNorm gains around 1)."""
-    torch.manual_seed(seed)
-    args = argparse.Namespace(
-        arch=OFFICIAL_ARCH[variant], layers=LAYERS, embed_dim=DIM, ffn_embed_dim=FFN, attention_heads=HEADS,
-        max_positions=128, token_dropout=variant == "esm1b", emb_layer_norm_before=True, final_bias=True,
-    )
-    model = esm.ProteinBertModel(args, esm.Alphabet.from_architecture(OFFICIAL_ARCH[variant]))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            gain = "norm" in name and name.endswith("weight")
-            param.copy_((1.0 if gain else 0.0) + 0.2 * torch.randn_like(param))
-    return model
-
-
-def write_official(model: esm.ProteinBertModel, path: Path) -> Path:
-    """Save a fair-esm model as fair-esm's release files: prefixed keys + a contact-regression sibling."""
-    variant = "esm1b" if model.model_version == "ESM-1b" else "esm1"
-    prefix = "encoder_" if variant == "esm1b" else "decoder_"
-    args = argparse.Namespace(arch=OFFICIAL_ARCH[variant], max_positions=model.args.max_positions)
-    for name in ("layers", "embed_dim", "ffn_embed_dim", "attention_heads"):
-        setattr(args, prefix + name, getattr(model.args, name))
-    if variant == "esm1b":
-        args.token_dropout = model.args.token_dropout
-    else:
-        args.final_bias = model.args.final_bias
-    body, regression = {}, {}
-    for key, value in model.state_dict().items():
-        if key.startswith("contact_head."):
-            regression[key] = value
-        elif variant == "esm1":
-            body["decoder." + key] = value
-        else:
-            body[("encoder." if key.startswith("lm_head.") else "encoder.sentence_encoder.") + key] = value
-    torch.save({"args": args, "model": body}, path)
-    torch.save({"model": regression}, path.with_name(path.stem + "-contact-regression.pt"))
-    return path
 
 
 @pytest.fixture(scope="module", params=["esm1b", "esm1"])

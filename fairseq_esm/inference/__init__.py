@@ -1,0 +1,1 @@
+"""Using a trained model: loading any checkpoint kind, batching proteins, and the per-job tools."""
