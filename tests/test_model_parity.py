@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-
 import pytest
 import torch
 from esm.pretrained import load_model_and_alphabet_local
