@@ -16,10 +16,10 @@ setup(
         "fairseq-fixed==0.12.3.1",
         "numpy>=1.24,<2",  # fairseq uses np.compat, removed in numpy 2
         "torch>=2.2,<2.15",  # the Makefile installs the local 2.13.0 CPU wheel first
-        "biopython>=1.80",
+        "biopython>=1.88",  # PairwiseAligner score names used by data/structures.py
         "scipy>=1.10",
         "tqdm>=4.60",
-        "scikit-learn>=1.3",  # contact regression on attention maps
+        "scikit-learn>=1.8",  # L1 contact regression: l1_ratio with liblinear needs 1.8
         "matplotlib>=3.7",  # contact-map PNGs
     ],
     extras_require={

@@ -11,4 +11,9 @@ logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
 
 from . import criterions, models, tasks  # noqa: E402,F401  (imported for their registrations)
 
+# fairseq's wav2vec2_classification calls logging.basicConfig(level=DEBUG) on import, which would
+# put every library's debug chatter (matplotlib, PIL, ...) on our tools' stderr
+if logging.getLogger().level == logging.DEBUG:
+    logging.getLogger().setLevel(logging.INFO)
+
 __version__ = "0.1.0"

@@ -78,11 +78,12 @@ def read_file(path: str | Path, allow_unsafe: bool = False) -> Any:
             raise CheckpointError(
                 f"{path} holds objects beyond tensors and Namespace; pass allow_unsafe=True only if you trust it"
             ) from err
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {str(err).splitlines()[0]}") from err
     except Exception as err:  # torch's legacy unpickler fails on junk with KeyError, IndexError, ...
+        first_line = str(err).splitlines()[0] if str(err) else ""
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (truncated or another format): "
-            f"{type(err).__name__}: {err}"
+            f"{type(err).__name__}: {first_line}"
         ) from err
 
 

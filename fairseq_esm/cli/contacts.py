@@ -1,0 +1,232 @@
+"""``fairseq-esm-contacts``: unsupervised contact maps from attention (Rao et al. 2020).
+
+``predict`` writes each protein's contact map as ``<id>.npy`` and ``<id>.png``; ``fit`` fits the
+layers x heads logistic regression on structures and saves it (optionally a checkpoint that carries
+it); ``evaluate`` prints precision at L, L/2, L/5 by separation range against structures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..data.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
+from ..data.structures import ChainStructure, StructureError, load_chain, parse_spec
+from ..evaluation.contact_metrics import contact_precisions, mean_precisions
+from ..inference.batching import residue_budget
+from ..inference.contacts import (
+    DEFAULT_C,
+    MIN_SEPARATION,
+    attention_features,
+    fit_pairs,
+    install_regression,
+    load_regression,
+    pair_samples,
+    predict_batch,
+    regression_is_fitted,
+    save_regression,
+)
+from ..inference.loading import load_any, pick_device
+from ..pretrained import export_official
+from .common import UsageError, add_model_args, run_main
+
+# fairseq (wav2vec2_classification) sets the root logger to DEBUG on import: keep matplotlib's font search quiet
+for _noisy in ("matplotlib", "PIL"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+STRUCTURES_HELP = "PDB or mmCIF files (gzip fine); FILE:CHAIN picks a chain of that file"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The three subcommands and their options."""
+    parser = argparse.ArgumentParser(prog="fairseq-esm-contacts", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{predict,fit,evaluate}")
+    predict = commands.add_parser("predict", help="contact maps of FASTA proteins (.npy + .png)")
+    add_model_args(predict, toks_per_batch=2048)
+    predict.add_argument("fasta", help="proteins to predict (FASTA, gzip fine)")
+    predict.add_argument("outdir", help="written: <id>.npy (L x L float32), <id>.png, contacts.tsv (index)")
+    predict.add_argument("--regression", help="contact regression from `fit` (default: the checkpoint's own)")
+    predict.add_argument("--no-png", action="store_true", help="write only the .npy arrays")
+    add_policy_args(predict)
+    fit = commands.add_parser("fit", help="fit the contact regression on structures")
+    add_model_args(fit, toks_per_batch=2048)
+    fit.add_argument("structures", nargs="+", help=STRUCTURES_HELP)
+    fit.add_argument("--out", required=True, help="regression file to write (fair-esm's -contact-regression.pt layout)")
+    fit.add_argument("--C", type=float, default=DEFAULT_C, help="inverse L1 strength (default %(default)s)")
+    fit.add_argument("--min-separation", type=int, default=MIN_SEPARATION,
+                     help="fit on pairs at least this far apart in sequence (default %(default)s)")
+    fit.add_argument("--write-checkpoint", metavar="NEW.pt",
+                     help="also write the model with this regression in fair-esm's layout (+ its sibling)")
+    evaluate = commands.add_parser("evaluate", help="precision at L, L/2, L/5 against structures")
+    add_model_args(evaluate, toks_per_batch=2048)
+    evaluate.add_argument("structures", nargs="+", help=STRUCTURES_HELP)
+    evaluate.add_argument("--regression", help="contact regression from `fit` (default: the checkpoint's own)")
+    evaluate.add_argument("--out", metavar="TABLE.tsv", help="also write the printed table to this file")
+    for sub in (fit, evaluate):
+        sub.add_argument("--chain", help="chain id for files given without :CHAIN (default: first protein chain)")
+    return parser
+
+
+def load_model(args: argparse.Namespace, uses_regression: bool):
+    """Model and alphabet; installs ``--regression``; warns when contacts would be uncalibrated."""
+    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    regression = getattr(args, "regression", None)
+    if regression:
+        fitted = load_regression(regression)
+        install_regression(model, fitted.coef, fitted.intercept)
+    elif uses_regression and not regression_is_fitted(model):
+        print(f"warning: {args.checkpoint} has no fitted contact regression (fairseq-train never fits it): "
+              "contacts are uncalibrated and close to random; run `fairseq-esm-contacts fit` on structures "
+              "and pass --regression", file=sys.stderr)
+    return model, alphabet
+
+
+def load_chains(specs: Sequence[str], default_chain: Optional[str], budget: int) -> list[ChainStructure]:
+    """Structures as chains, each summarised on stderr; chains longer than the model's context are skipped."""
+    chains = []
+    for spec in specs:
+        path, chain_id = parse_spec(spec)
+        try:
+            chain = load_chain(path, chain_id or default_chain)
+        except StructureError as err:
+            raise UsageError(str(err)) from err
+        print(chain.summary(), file=sys.stderr)
+        if len(chain.sequence) > budget:
+            print(f"skipped {chain.name}: {len(chain.sequence)} residues, the model takes at most {budget}",
+                  file=sys.stderr)
+        elif chain.resolved.sum() < 2:
+            print(f"skipped {chain.name}: fewer than 2 residues with coordinates", file=sys.stderr)
+        else:
+            chains.append(chain)
+    if not chains:
+        raise UsageError("no structure left to use (see the lines above)")
+    return chains
+
+
+def precision_table(chains: Sequence[ChainStructure], maps: Sequence[np.ndarray]) -> list[str]:
+    """TSV lines: header, one row per chain, then the mean over chains."""
+    rows = [contact_precisions(probs, chain.contacts(), chain.resolved) for chain, probs in zip(chains, maps)]
+    keys = list(rows[0])
+    lines = ["\t".join(["structure", "length", "resolved", *keys])]
+    for chain, row in zip(chains, rows):
+        cells = [chain.name, str(len(chain.sequence)), str(int(chain.resolved.sum()))]
+        lines.append("\t".join(cells + [f"{row[k]:.3f}" for k in keys]))
+    mean = mean_precisions(rows)
+    lines.append("\t".join([f"mean ({len(rows)})", "", ""] + [f"{mean[k]:.3f}" for k in keys]))
+    return lines
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    model, alphabet = load_model(args, uses_regression=False)
+    chains = load_chains(args.structures, args.chain, residue_budget(model.max_positions(), alphabet))
+    rows = [pair_samples(attention_features(model, alphabet, c.sequence), c.contacts(), c.resolved,
+                         args.min_separation) for c in chains]
+    try:
+        regression = fit_pairs(np.concatenate([x for x, _ in rows]), np.concatenate([y for _, y in rows]), args.C)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    regression.info.update(min_separation=args.min_separation, structures=[c.name for c in chains],
+                           checkpoint=str(args.checkpoint))
+    save_regression(args.out, regression)
+    install_regression(model, regression.coef, regression.intercept)
+    info = regression.info
+    print(f"fitted on {len(chains)} chains, {info['pairs']:,} pairs ({info['contacts']:,} contacts); "
+          f"{info['nonzero_weights']} of {info['features']} head weights non-zero; wrote {args.out}")
+    maps = predict_batch(model, alphabet, [c.sequence for c in chains], args.toks_per_batch)
+    print("training-set precision (optimistic: fitted on these chains):")
+    print("\n".join(precision_table(chains, maps)))
+    if args.write_checkpoint:
+        written = export_official(model.cpu(), args.write_checkpoint)
+        print("wrote " + " and ".join(str(p) for p in written))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    model, alphabet = load_model(args, uses_regression=True)
+    chains = load_chains(args.structures, args.chain, residue_budget(model.max_positions(), alphabet))
+    maps = predict_batch(model, alphabet, [c.sequence for c in chains], args.toks_per_batch)
+    lines = precision_table(chains, maps)
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+def file_stems(ids: Sequence[str]) -> list[str]:
+    """File-safe, unique names for record ids (``sp|P1|X`` -> ``sp_P1_X``; repeats get ``.2``, ``.3``)."""
+    stems, seen = [], set()
+    for record_id in ids:
+        base = re.sub(r"[^A-Za-z0-9._-]", "_", record_id).lstrip(".") or "protein"
+        stem, n = base, 1
+        while stem.lower() in seen:
+            n += 1
+            stem = f"{base}.{n}"
+        seen.add(stem.lower())
+        stems.append(stem)
+    return stems
+
+
+def save_png(probs: np.ndarray, path: Path, title: str) -> None:
+    """Heatmap of a contact map, axes in residue numbers (1-based), colour scale fixed to [0, 1]."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.5, 4.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    size = len(probs)
+    image = axes.imshow(probs, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest",
+                        extent=(0.5, size + 0.5, size + 0.5, 0.5))
+    axes.set_xlabel("residue")
+    axes.set_ylabel("residue")
+    axes.set_title(title if len(title) <= 60 else title[:57] + "...", fontsize=9)
+    figure.colorbar(image, ax=axes, label="contact probability")
+    figure.savefig(path)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    model, alphabet = load_model(args, uses_regression=True)
+    budget = residue_budget(model.max_positions(), alphabet)
+    policy = policy_from_args(args)
+    policy = replace(policy, max_length=min(policy.max_length or budget, budget))
+    report = FastaReport()
+    records = list(read_fasta(args.fasta, policy, report))
+    print(report.format(), file=sys.stderr)
+    if report.skipped.get("too_long"):
+        print(f"note: proteins longer than {policy.max_length} residues are skipped (too_long): the model's "
+              f"context is {model.max_positions()} tokens with <cls>/<eos>", file=sys.stderr)
+    if not records:
+        raise UsageError(f"{args.fasta}: no protein left to predict (see the report above)")
+    maps = predict_batch(model, alphabet, [seq for _, seq in records], args.toks_per_batch)
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    index = ["id\tfile\tlength"]
+    for (record_id, sequence), stem, probs in zip(records, file_stems([rid for rid, _ in records]), maps):
+        np.save(outdir / f"{stem}.npy", probs.astype(np.float32))
+        if not args.no_png:
+            save_png(probs, outdir / f"{stem}.png", record_id)
+        index.append(f"{record_id}\t{stem}.npy\t{len(sequence)}")
+    (outdir / "contacts.tsv").write_text("\n".join(index) + "\n")
+    print(f"wrote {len(records)} contact maps to {outdir}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"predict": run_predict, "fit": run_fit, "evaluate": run_evaluate}
+    return commands[args.command](args)
+
+
+def cli() -> None:
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()
