@@ -24,9 +24,9 @@ setup(
     ],
     extras_require={
         # fair-esm is the numerical oracle in tests only; nothing in fairseq_esm imports it
-        "test": ["pytest>=8", "fair-esm==2.0.0", "transformers>=4.40"],
+        "test": ["pytest>=8", "fair-esm==2.0.0", "transformers>=5.0"],
         # HuggingFace EsmForMaskedLM directories: load with any tool, convert both ways
-        "hf": ["transformers>=4.40"],
+        "hf": ["transformers>=5.0"],
     },
     entry_points={
         "console_scripts": [

@@ -1,8 +1,8 @@
 """``python -m fairseq_esm.cli.export_official CHECKPOINT OUT.pt``: hand a model to fair-esm users.
 
-Reads a fairseq checkpoint trained with this plugin (or an official file) and writes fair-esm's
-layout, ``OUT.pt`` plus ``OUT-contact-regression.pt``, which ``esm.pretrained.load_model_and_alphabet_local``
-loads with the same logits.
+Kept for existing scripts: the same as ``fairseq-esm-convert CHECKPOINT OUT.pt --to official``, which writes
+``OUT.pt`` plus ``OUT-contact-regression.pt`` (what ``esm.pretrained.load_model_and_alphabet_local`` loads)
+and checks that the reloaded file gives the same logits.
 """
 
 from __future__ import annotations
@@ -11,23 +11,21 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from ..pretrained import CheckpointError, export_official, load_model
+from . import convert
+from .common import run_main
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="checkpoint_best.pt of fairseq-train, or an official fair-esm .pt")
+    parser.add_argument("checkpoint", help="fairseq-train checkpoint, official fair-esm .pt or HuggingFace directory")
     parser.add_argument("out", help="output .pt path (fair-esm reads the name: avoid esm2*, *esm1v*, *esm_if*)")
     args = parser.parse_args(argv)
-    try:
-        model, _ = load_model(args.checkpoint)
-        written = export_official(model, args.out)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print("wrote " + " and ".join(str(p) for p in written))
-    return 0
+    return convert.main([args.checkpoint, args.out, "--to", "official"])
+
+
+def cli() -> None:
+    sys.exit(run_main(main))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
