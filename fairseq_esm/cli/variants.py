@@ -1,0 +1,215 @@
+"""``fairseq-esm-variants CHECKPOINT --sequence SEQ|--fasta WT --table muts.csv``: zero-shot scores
+of the mutations in a table (``A24G``, ``A24G:K30R``) against a wild type, by any of Meier et al.'s
+strategies; with a measured score column, the Spearman correlation of each strategy with it.
+
+The output is the input table, every row in its order, plus one column per strategy
+(``masked_marginal`` …), ``status`` and ``note``. Rows that cannot be scored (malformed code,
+position outside the sequence, wild-type residue mismatch, mutations further apart than the model's
+context) keep empty scores; repeated variants are scored and marked ``duplicate``. The counts, with
+examples, go to stderr; ``--rejected`` lists every row whose status is not ``ok``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from scipy.stats import spearmanr
+
+from ..alphabet import RESIDUE_LETTERS, EsmAlphabet
+from ..data.fasta import FastaReport, read_fasta
+from ..inference.batching import residue_budget
+from ..inference.loading import load_any, pick_device
+from ..inference.mutations import RowCheck, check_rows
+from ..inference.variant_scoring import MULTI_MODES, STRATEGIES, needs_one_window, score_variants
+from ..models.esm import EsmModel
+from .common import UsageError, add_model_args, run_main
+
+DESCRIPTION = "Zero-shot variant-effect scores of a mutation table against a wild-type protein."
+DEFAULT_SCORE_COL = "DMS_score"
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line: model, wild type, table and its columns, strategies, outputs."""
+    parser = argparse.ArgumentParser(prog="fairseq-esm-variants", description=DESCRIPTION)
+    add_model_args(parser)
+    wild_type = parser.add_mutually_exclusive_group(required=True)
+    wild_type.add_argument("--sequence", help="wild-type protein sequence")
+    wild_type.add_argument("--fasta", help="FASTA holding the wild type (one record, or pick it with --wt-id)")
+    parser.add_argument("--wt-id", help="id of the wild-type record in --fasta")
+    parser.add_argument("--table", required=True, help="mutation table: CSV or TSV (by extension, else sniffed)")
+    parser.add_argument("--mutation-col", default="mutant", help="column of mutation codes (default %(default)s)")
+    parser.add_argument("--offset", type=int, default=1,
+                        help="the number the table gives the first residue of the sequence (default 1)")
+    parser.add_argument("--scoring-strategy", nargs="+", choices=STRATEGIES, default=["masked-marginal"],
+                        help="one or more (default masked-marginal)")
+    parser.add_argument("--multi-mutant", choices=MULTI_MODES, default="joint",
+                        help="masked-marginal of multi-mutants: mask all positions together (joint, the paper) "
+                        "or each alone and add (additive)")
+    parser.add_argument("--score-col", help=f"measured scores for Spearman's rho (default: {DEFAULT_SCORE_COL} "
+                        "if the table has it); an explicitly named column must exist")
+    parser.add_argument("--out", default="-", help="scored table (default: stdout); .tsv/.csv sets the delimiter")
+    parser.add_argument("--rejected", help="also write the rows whose status is not ok here (CSV)")
+    return parser.parse_args(argv)
+
+
+def read_table(path: str) -> tuple[list[str], list[dict[str, str]], str]:
+    """(column names, rows, delimiter) of a CSV/TSV file; a UTF-8 BOM is ignored."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        text = handle.read()
+    delimiter = table_delimiter(path, text)
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    if not reader.fieldnames:
+        raise UsageError(f"{path}: empty table — expected a header row naming the columns")
+    return list(reader.fieldnames), list(reader), delimiter
+
+
+def table_delimiter(path: str, text: str) -> str:
+    """Tab for .tsv/.tab, comma for .csv, otherwise whichever the header line uses."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".tsv", ".tab"):
+        return "\t"
+    if suffix == ".csv":
+        return ","
+    first = text.split("\n", 1)[0]
+    return max("\t,;", key=first.count)
+
+
+def need_column(columns: Sequence[str], name: str, flag: str, path: str) -> None:
+    """A one-line error naming the missing column, the ones there are, and the flag to pass."""
+    if name not in columns:
+        raise UsageError(f"{path}: no column {name!r} (columns: {', '.join(columns)}) — pass {flag}")
+
+
+def load_wild_type(args: argparse.Namespace) -> str:
+    """The wild type from --sequence or --fasta (uppercase residue letters)."""
+    if args.sequence is not None:
+        sequence = args.sequence.strip().upper()
+        bad = sorted(set(sequence) - set(RESIDUE_LETTERS))
+        if not sequence or bad:
+            raise UsageError(f"--sequence: {'empty' if not sequence else 'not residue letters: ' + ''.join(bad)}")
+        return sequence
+    report = FastaReport()
+    records = list(read_fasta(args.fasta, report=report))
+    print(report.format(), file=sys.stderr)
+    if args.wt_id is not None:
+        records = [r for r in records if r[0] == args.wt_id]
+    if len(records) != 1:
+        which = f"records with id {args.wt_id!r}" if args.wt_id is not None else "records"
+        raise UsageError(f"{args.fasta}: {len(records)} {which}; the wild type must be exactly one (pass --wt-id)")
+    return records[0][1]
+
+
+def measured(value: str | None) -> float:
+    """A measured score as float; NaN when empty or not a number."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def spearman_line(strategy: str, scores: list[float | None], values: list[float], column: str) -> str:
+    """Spearman's rho of one strategy's scores with the measured column, over rows that have both."""
+    pairs = [(s, v) for s, v in zip(scores, values) if s is not None and not math.isnan(v)]
+    unmeasured = sum(s is not None for s in scores) - len(pairs)
+    rho, p = spearmanr(*zip(*pairs)) if len(pairs) >= 3 else (math.nan, math.nan)
+    return (f"Spearman rho {strategy} vs {column}: {rho:.4f} (p={p:.2g}; n={len(pairs):,} scored rows; "
+            f"{unmeasured:,} scored rows without a numeric {column})")
+
+
+def write_table(path: str, columns: list[str], rows: list[dict[str, str]], delimiter: str) -> None:
+    """Write rows as CSV/TSV (``-``: stdout); the delimiter follows a .tsv/.csv suffix, else the input's."""
+    suffix = Path(path).suffix.lower()
+    delimiter = "\t" if suffix in (".tsv", ".tab") else "," if suffix == ".csv" else delimiter
+    handle = sys.stdout if path == "-" else open(path, "w", newline="", encoding="utf-8")
+    try:
+        writer = csv.DictWriter(handle, columns, delimiter=delimiter, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    finally:
+        if handle is not sys.stdout:
+            handle.close()
+
+
+def score_rows(args: argparse.Namespace, model: EsmModel, alphabet: EsmAlphabet, wild_type: str,
+               checks: list[RowCheck]) -> dict[str, list[float | None]]:
+    """Per strategy, one score per row (None for rows that are not scored)."""
+    todo = [i for i, c in enumerate(checks) if c.variant is not None]
+    scores: dict[str, list[float | None]] = {s: [None] * len(checks) for s in args.scoring_strategy}
+    for strategy in args.scoring_strategy if todo else []:
+        result = score_variants(model, alphabet, wild_type, [checks[i].variant for i in todo], strategy,
+                                args.toks_per_batch, args.multi_mutant)
+        print(f"{strategy}: {result.forwards:,} sequences through the model for {len(todo):,} rows", file=sys.stderr)
+        for i, value in zip(todo, result.scores):
+            scores[strategy][i] = value
+    return scores
+
+
+def column_name(strategy: str) -> str:
+    """Output column of a strategy: ``masked-marginal`` -> ``masked_marginal``."""
+    return strategy.replace("-", "_")
+
+
+def check_columns(args: argparse.Namespace, columns: list[str]) -> str | None:
+    """Fail on a missing or clashing column; return the measured-score column, if any."""
+    need_column(columns, args.mutation_col, "--mutation-col", args.table)
+    if args.score_col:
+        need_column(columns, args.score_col, "--score-col", args.table)
+    clash = [c for c in [column_name(s) for s in args.scoring_strategy] + ["status", "note"] if c in columns]
+    if clash:
+        raise UsageError(f"{args.table}: already has column(s) {', '.join(clash)} that the output adds — rename them")
+    return args.score_col or (DEFAULT_SCORE_COL if DEFAULT_SCORE_COL in columns else None)
+
+
+def annotate(rows: list[dict[str, str]], checks: list[RowCheck], scores: dict[str, list[float | None]]) -> None:
+    """Add the score columns, ``status`` and ``note`` to every row."""
+    for i, (row, check) in enumerate(zip(rows, checks)):
+        row.update(status=check.status, note=check.note)
+        row.update({column_name(s): "" if v[i] is None else f"{v[i]:.6f}" for s, v in scores.items()})
+
+
+def write_rejected(path: str, rows: list[dict[str, str]], mutation_col: str) -> None:
+    """Every row whose status is not ok: its 1-based row number (header not counted), code, status, note."""
+    rejected = [{"row": str(n), "mutant": r[mutation_col] or "", "status": r["status"], "note": r["note"]}
+                for n, r in enumerate(rows, start=1) if r["status"] != "ok"]
+    write_table(path, ["row", "mutant", "status", "note"], rejected, ",")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Check the table against the wild type, score it, write it, report."""
+    args = parse_args(argv)
+    args.scoring_strategy = list(dict.fromkeys(args.scoring_strategy))
+    columns, rows, delimiter = read_table(args.table)
+    score_col = check_columns(args, columns)
+    wild_type = load_wild_type(args)
+    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    one_window = any(needs_one_window(s, args.multi_mutant) for s in args.scoring_strategy)
+    max_span = residue_budget(model.max_positions(), alphabet) if one_window else None
+    checks, report = check_rows([row[args.mutation_col] or "" for row in rows], wild_type, args.offset, max_span)
+    print(report.format(), file=sys.stderr)
+    scores = score_rows(args, model, alphabet, wild_type, checks)
+    annotate(rows, checks, scores)
+    write_table(args.out, columns + [column_name(s) for s in scores] + ["status", "note"], rows, delimiter)
+    if args.rejected:
+        write_rejected(args.rejected, rows, args.mutation_col)
+    if score_col is None:
+        print(f"no {DEFAULT_SCORE_COL} column (or --score-col): no Spearman correlation", file=sys.stderr)
+    for strategy, column in scores.items() if score_col else []:
+        print(spearman_line(strategy, column, [measured(row[score_col]) for row in rows], score_col), file=sys.stderr)
+    if not any(c.variant is not None for c in checks):
+        print(f"error: {args.table}: no row could be scored — see the report above", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()
