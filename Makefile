@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-all bench clean
+.PHONY: env demo test test-all bench bench-extract clean
 
 env: $(STAMP)
 
@@ -29,6 +29,9 @@ test-all: env
 
 bench: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/binarize_speed.py
+
+bench-extract: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/extract_speed.py --threads 1
 
 clean:
 	rm -rf runs .pytest_cache
