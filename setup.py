@@ -15,7 +15,7 @@ setup(
         # PyPI fairseq 0.12.2 does not import on Python 3.11; this is upstream main packaged for 3.11
         "fairseq-fixed==0.12.3.1",
         "numpy>=1.24,<2",  # fairseq uses np.compat, removed in numpy 2
-        "torch>=2.2,<2.15",  # the Makefile installs the local 2.13.0 CPU wheel first
+        "torch>=2.6,<2.15",  # 2.6: weights_only=True by default, which fairseq's loader relies on; the Makefile installs 2.13.0 CPU
         "biopython>=1.88",  # PairwiseAligner score names used by data/structures.py
         "scipy>=1.10",
         "tqdm>=4.60",

@@ -4,9 +4,14 @@ Reads fairseq-preprocess'd splits (``--srcdict fairseq_esm/dicts/esm1b.txt``), c
 longer than ``--max-positions`` to a random window per epoch, masks 15% of residues BERT-style
 (or all with ``<mask>``), and batches by ``--max-tokens``. Training crops and masks change with
 the epoch; every other split is pinned to epoch 1 so the held-out set is the same every time.
+Data is checked before use (``data/integrity.py``): the dictionary, each split's ``.idx``/``.bin`` pair
+and the token ids, so a corrupt or mismatched data-bin (or ``--pretrained-checkpoint``) stops fairseq-train
+with one ``error:`` line.
 """
 
+# no `from __future__ import annotations`: fairseq reads the config field types at runtime
 
+import itertools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -17,10 +22,18 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from ..alphabet import GAP_SYMBOLS, RESIDUE_LETTERS, EsmAlphabet, load_alphabet
+from ..alphabet import EsmAlphabet, load_alphabet
 from ..data.crop import CropDataset
+from ..data.integrity import (
+    CheckedRecords,
+    check_dictionary,
+    check_split_files,
+    install_cli_errors,
+    scan_token_range,
+)
 from ..data.masking import MASK_STRATEGIES, MaskedProteinDataset, masking_scheme
 from ..data.protein_dataset import ProteinMLMDataset
+from ..pretrained import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +65,27 @@ class ProteinMLMConfig(FairseqDataclass):
     train_subset: str = II("dataset.train_subset")
 
 
-def check_residue_indices(stored: Dictionary, alphabet: EsmAlphabet, path: str) -> None:
-    """Refuse a data dictionary whose residue ids differ from the alphabet the model embeds."""
-    wrong = [
-        f"{sym}: {stored.index(sym)} != {alphabet.index(sym)}"
-        for sym in RESIDUE_LETTERS + GAP_SYMBOLS
-        if stored.index(sym) != alphabet.index(sym)
-    ]
-    if wrong:
-        raise ValueError(
-            f"{path} does not match the {alphabet.name} alphabet ({', '.join(wrong)}); "
-            "binarize with fairseq-preprocess --srcdict fairseq_esm/dicts/esm1b.txt"
-        )
+def load_data_dictionary(data_dir: str) -> Dictionary:
+    """``data_dir/dict.txt``, refused unless it lists an ESM data dictionary's symbols (``--srcdict``)."""
+    dict_path = os.path.join(data_dir, "dict.txt")
+    if not os.path.exists(dict_path):
+        raise FileNotFoundError(f"no dictionary at {dict_path}; run fairseq-preprocess first")
+    stored = Dictionary.load(dict_path)
+    check_dictionary(stored, dict_path)
+    return stored
+
+
+def checked_split(split_path: str, dictionary: Dictionary, combine: bool) -> None:
+    """Index, ``.bin`` size and token ids of ``split_path`` (and ``split_path1``, ... when combining)."""
+    for k in itertools.count():
+        prefix = split_path + (str(k) if k > 0 else "")
+        found = check_split_files(prefix)
+        if found is None:
+            return
+        dtype, _, offsets = found
+        scan_token_range(prefix, dtype, offsets, len(dictionary))
+        if not combine:
+            return
 
 
 @register_task("protein_mlm", dataclass=ProteinMLMConfig)
@@ -82,17 +104,14 @@ class ProteinMLMTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg: ProteinMLMConfig, **kwargs) -> "ProteinMLMTask":
-        """Load ``dict.txt`` from the first data dir and check it against the chosen alphabet."""
+        """Load ``dict.txt`` from the first data dir, refused unless it is an ESM data dictionary."""
+        install_cli_errors(CheckpointError)  # e.g. a --pretrained-checkpoint of the other variant
         paths = utils.split_paths(cfg.data)
         if not paths:
             raise ValueError("protein_mlm needs a data directory")
-        dict_path = os.path.join(paths[0], "dict.txt")
-        if not os.path.exists(dict_path):
-            raise FileNotFoundError(f"no dictionary at {dict_path}; run fairseq-preprocess first")
-        stored = Dictionary.load(dict_path)
+        stored = load_data_dictionary(paths[0])
         alphabet = load_alphabet(str(cfg.alphabet))
-        check_residue_indices(stored, alphabet, dict_path)
-        logger.info(f"{alphabet.name} alphabet: {len(alphabet)} types; data dictionary {dict_path} matches")
+        logger.info(f"{alphabet.name} alphabet: {len(alphabet)} types; data dictionary {paths[0]}/dict.txt matches")
         return cls(cfg, alphabet, stored)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs) -> None:
@@ -102,10 +121,15 @@ class ProteinMLMTask(FairseqTask):
     def build_dataset(self, split: str, epoch: int = 1, combine: bool = False) -> ProteinMLMDataset:
         """The ``protein_mlm`` dataset of one split; training follows the epoch, other splits do not."""
         paths = utils.split_paths(self.cfg.data)
-        split_path = os.path.join(paths[(epoch - 1) % len(paths)], split)
+        data_dir = paths[(epoch - 1) % len(paths)]
+        if data_dir != paths[0]:
+            load_data_dictionary(data_dir)
+        split_path = os.path.join(data_dir, split)
+        checked_split(split_path, self.stored_dict, combine)
         records = data_utils.load_indexed_dataset(split_path, self.stored_dict, combine=combine)
         if records is None:
             raise FileNotFoundError(f"dataset split {split!r} not found at {split_path}.{{bin,idx}}")
+        records = CheckedRecords(records, self.stored_dict, split_path)
         is_train = split == self.cfg.train_subset
         fixed_epoch = None if is_train else HELD_OUT_EPOCH
         cropped = CropDataset(

@@ -1,0 +1,171 @@
+"""Cheap checks on binarized data before training on it: refuse what would crash late or train on garbage.
+
+A fairseq mmap split is ``{split}.idx`` (magic, version, dtype code, record count, int32 sizes, int64 byte
+offsets) plus ``{split}.bin`` (the tokens). Checked at load, in O(index) time: the index parses and is
+complete, every record lies inside the ``.bin`` and the ``.bin`` ends where the last record does, and
+``dict.txt`` lists exactly an ESM data dictionary's symbols. Token ids are checked twice: a bounded scan at
+load (all of a ``.bin`` up to ``SCAN_TOKENS`` tokens, its head and tail beyond that) fails early, and
+``CheckedRecords`` checks every record when it is read, so no out-of-range id ever reaches the model.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from types import TracebackType
+
+import numpy as np
+import torch
+from fairseq.data import BaseWrapperDataset, Dictionary, FairseqDataset
+
+from ..alphabet import DICT_DIR
+
+MMAP_MAGIC = b"MMIDIDX\x00\x00"
+HEADER = struct.Struct("<9sQBQ")  # magic, version, dtype code, record count
+INTEGER_DTYPES = {
+    1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 8: np.uint16, 9: np.uint32, 10: np.uint64
+}
+#: dictionaries data may be binarized with: the residues and gaps have the same ids in both
+DATA_DICTIONARIES = ("esm1b.txt", "esm1.txt")
+#: tokens read by the load-time scan: the whole .bin up to this, else half from each end
+SCAN_TOKENS = 1 << 24
+REBINARIZE = f"rebinarize with preprocess/binarize_fasta.py or fairseq-preprocess --srcdict {DICT_DIR / 'esm1b.txt'}"
+
+
+class DataIntegrityError(ValueError):
+    """Binarized data, index or dictionary that cannot be trained on as it is."""
+
+
+_previous_hook = sys.excepthook
+#: exception types printed as one ``error:`` line: the fault is in the user's files, not in the code
+_file_errors: tuple[type, ...] = (DataIntegrityError,)
+
+
+def _print_file_errors(kind: type, error: BaseException, tb: TracebackType | None) -> None:
+    """``sys.excepthook``: a file error as one ``error:`` line, anything else as Python would print it."""
+    if issubclass(kind, _file_errors):
+        print(f"error: {error}", file=sys.stderr)
+    else:
+        _previous_hook(kind, error, tb)
+
+
+def install_cli_errors(*kinds: type) -> None:
+    """Make fairseq-train / fairseq-validate print ``DataIntegrityError`` (and ``kinds``) without a traceback."""
+    global _previous_hook, _file_errors
+    _file_errors = tuple(dict.fromkeys((*_file_errors, *kinds)))
+    if sys.excepthook is not _print_file_errors:
+        _previous_hook = sys.excepthook
+        sys.excepthook = _print_file_errors
+
+
+def file_symbols(name: str) -> list[str]:
+    """The symbols a ``dicts/`` file lists (what fairseq-preprocess ``--srcdict`` copies to ``dict.txt``)."""
+    dictionary = Dictionary.load(str(DICT_DIR / name))
+    return dictionary.symbols[dictionary.nspecial :]
+
+
+def check_dictionary(stored: Dictionary, path: str) -> None:
+    """``dict.txt`` must list the symbols of ``dicts/esm1b.txt`` (or ``esm1.txt``: same residue ids) in order."""
+    have = stored.symbols[stored.nspecial :]
+    if any(have == file_symbols(name) for name in DATA_DICTIONARIES):
+        return
+    want = file_symbols(DATA_DICTIONARIES[0])
+    line = next((i for i, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have), len(want)))
+    found = repr(have[line]) if line < len(have) else "end of file"
+    needed = repr(want[line]) if line < len(want) else "end of file"
+    raise DataIntegrityError(
+        f"{path} lists {len(have)} symbols, the ESM data dictionary {DICT_DIR / DATA_DICTIONARIES[0]} {len(want)}; "
+        f"line {line + 1} is {found}, expected {needed}: {REBINARIZE}"
+    )
+
+
+def read_index(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray]:
+    """Parse ``prefix.idx`` (fairseq's mmap index) → (token dtype, int64 sizes, int64 byte offsets)."""
+    path = prefix + ".idx"
+    with open(path, "rb") as f:
+        head = f.read(HEADER.size)
+    if len(head) < HEADER.size:
+        raise DataIntegrityError(
+            f"{path} has {len(head)} bytes, less than a fairseq index header: truncated; {REBINARIZE}"
+        )
+    magic, version, code, count = HEADER.unpack(head)
+    if magic != MMAP_MAGIC or version != 1:
+        raise DataIntegrityError(
+            f"{path} is not a fairseq mmap index (magic {magic!r}, version {version}); protein_mlm reads "
+            f"fairseq-preprocess --dataset-impl mmap (the default): {REBINARIZE}"
+        )
+    if code not in INTEGER_DTYPES:
+        raise DataIntegrityError(f"{path}: dtype code {code} is not an integer token type; {REBINARIZE}")
+    expected, actual = HEADER.size + 12 * count, os.path.getsize(path)
+    if actual != expected:
+        raise DataIntegrityError(
+            f"{path} has {actual:,} bytes, its header announces {count:,} records ({expected:,} bytes): "
+            f"{'truncated' if actual < expected else 'trailing data'}; {REBINARIZE}"
+        )
+    sizes = np.fromfile(path, dtype="<i4", count=count, offset=HEADER.size).astype(np.int64)
+    offsets = np.fromfile(path, dtype="<i8", count=count, offset=HEADER.size + 4 * count)
+    return np.dtype(INTEGER_DTYPES[code]), sizes, offsets
+
+
+def check_split_files(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray] | None:
+    """Index parsed and matched against the ``.bin`` size; ``None`` when neither file exists."""
+    idx, bin_path = prefix + ".idx", prefix + ".bin"
+    if not os.path.exists(idx) and not os.path.exists(bin_path):
+        return None
+    if not (os.path.exists(idx) and os.path.exists(bin_path)):
+        present, absent = (idx, bin_path) if os.path.exists(idx) else (bin_path, idx)
+        raise DataIntegrityError(f"{present} exists but {absent} does not; {REBINARIZE}")
+    dtype, sizes, offsets = read_index(prefix)
+    if len(sizes) == 0:
+        raise DataIntegrityError(f"{idx} holds no records; {REBINARIZE}")
+    ends = offsets + sizes * dtype.itemsize
+    bad = np.flatnonzero((sizes < 1) | (offsets < 0) | (offsets % dtype.itemsize != 0))
+    if len(bad):
+        first = bad[0]
+        raise DataIntegrityError(f"{idx}: record {first} size {sizes[first]} at byte {offsets[first]}; {REBINARIZE}")
+    data_bytes, needed = os.path.getsize(bin_path), int(ends.max())
+    if data_bytes != needed:
+        state = "truncated" if data_bytes < needed else "longer than its index: the two files come from different runs"
+        raise DataIntegrityError(
+            f"{bin_path} has {data_bytes:,} bytes, {idx} describes {len(sizes):,} records ending at byte "
+            f"{needed:,}: {state}; {REBINARIZE}"
+        )
+    return dtype, sizes, offsets
+
+
+def scan_token_range(prefix: str, dtype: np.dtype, offsets: np.ndarray, vocab_size: int) -> None:
+    """Refuse token ids ``>= vocab_size`` in the whole ``.bin`` (up to ``SCAN_TOKENS``) or its head and tail."""
+    tokens = np.memmap(prefix + ".bin", mode="r", dtype=dtype)
+    half = SCAN_TOKENS // 2
+    starts = [0] if len(tokens) <= SCAN_TOKENS else [0, len(tokens) - half]
+    for start in starts:
+        chunk = np.asarray(tokens[start : start + (SCAN_TOKENS if len(starts) == 1 else half)])
+        bad = np.flatnonzero(chunk >= vocab_size)
+        if len(bad):
+            position = start + int(bad[0])
+            record = int(np.searchsorted(offsets, position * dtype.itemsize, side="right")) - 1
+            raise DataIntegrityError(
+                f"{prefix}.bin record {record} holds token id {int(chunk[bad[0]])}, but dict.txt defines "
+                f"{vocab_size} ids: the data was binarized with another dictionary; {REBINARIZE}"
+            )
+
+
+class CheckedRecords(BaseWrapperDataset):
+    """Stored records, each checked when read: residue ids in ``unk..len(dict)-1``, one trailing ``</s>``."""
+
+    def __init__(self, dataset: FairseqDataset, dictionary: Dictionary, name: str) -> None:
+        super().__init__(dataset)
+        self.low, self.high, self.eos = dictionary.unk(), len(dictionary), dictionary.eos()
+        self.name = name
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        record = self.dataset[index]
+        body = record[:-1]
+        ends_with_eos = len(record) > 0 and record[-1] == self.eos
+        if not ends_with_eos or (len(body) > 0 and (body.min() < self.low or body.max() >= self.high)):
+            raise DataIntegrityError(
+                f"{self.name} record {index} is not residue ids {self.low}..{self.high - 1} followed by </s> "
+                f"({self.eos}): {record[:12].tolist()}...; {REBINARIZE}"
+            )
+        return record
