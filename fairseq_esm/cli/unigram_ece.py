@@ -15,7 +15,7 @@ from fairseq.data import data_utils
 
 from ..data.masking import MASK_STRATEGIES
 from ..evaluation.unigram import UNIFORM_20_ECE, ece, heldout_targets, residue_counts, unigram_log_probs
-from ..tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
+from ..tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask, checked_split
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -50,6 +50,7 @@ def unigram_report(args: argparse.Namespace) -> dict:
     )
     task = ProteinMLMTask.setup_task(cfg)
     train_path = os.path.join(args.data, args.train_split)
+    checked_split(train_path, task.stored_dict, combine=False)  # same integrity checks as fairseq-train
     train = data_utils.load_indexed_dataset(train_path, task.stored_dict)
     if train is None:
         raise FileNotFoundError(f"train split not found at {train_path}.{{bin,idx}}")
