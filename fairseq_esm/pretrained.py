@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 REGRESSION_KEYS = ("contact_head.regression.weight", "contact_head.regression.bias")
 SIZE_FIELDS = ("layers", "embed_dim", "ffn_embed_dim", "attention_heads")
+MAX_LISTED = 8  # keys named per kind of mismatch; a wrong layer count would otherwise list hundreds
 
 
 class CheckpointError(ValueError):
@@ -150,17 +151,15 @@ def read_checkpoint(path: str | Path, allow_unsafe: bool = False) -> CheckpointC
     raise CheckpointError(f"{path} has neither fairseq 'cfg' nor official fair-esm 'args'")
 
 
-def load_weights(
-    model: "EsmModel", state: dict[str, torch.Tensor], source: str, optional_missing: frozenset[str] = frozenset()
-) -> None:
-    """``load_state_dict(strict)`` with errors that name the vocabulary, missing, unexpected and misshaped keys."""
+def mismatch_problems(
+    model: "EsmModel", state: dict[str, torch.Tensor], optional_missing: frozenset[str] = frozenset()
+) -> list[str]:
+    """Why ``state`` does not fit ``model``: vocabulary, missing, unexpected and misshaped keys (empty if it fits)."""
     expected = model.state_dict()
     vocab, found = expected["embed_tokens.weight"].size(0), state.get("embed_tokens.weight")
     if found is not None and found.size(0) != vocab:
-        raise CheckpointError(
-            f"{source}: vocabulary size mismatch: checkpoint embeds {found.size(0)} tokens, "
-            f"the {model.variant.name} alphabet has {vocab}"
-        )
+        return [f"vocabulary size mismatch: checkpoint embeds {found.size(0)} tokens, "
+                f"the {model.variant.name} alphabet has {vocab}"]
     problems = []
     missing = sorted(expected.keys() - state.keys() - optional_missing)
     unexpected = sorted(state.keys() - expected.keys())
@@ -171,13 +170,24 @@ def load_weights(
     ]
     for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", misshaped)):
         if keys:
-            problems.append(f"{label}: {', '.join(keys)}")
+            more = f", ... ({len(keys) - MAX_LISTED} more)" if len(keys) > MAX_LISTED else ""
+            problems.append(f"{label}: {', '.join(keys[:MAX_LISTED])}{more}")
     positions, table = state.get("embed_positions.weight"), expected.get("embed_positions.weight")
     if positions is not None and table is not None and positions.shape != table.shape:
         problems.append(f"the checkpoint was trained with max_positions={positions.size(0) - model.padding_idx - 1}")
+    return problems
+
+
+def load_weights(
+    model: "EsmModel", state: dict[str, torch.Tensor], source: str, optional_missing: frozenset[str] = frozenset()
+) -> None:
+    """``load_state_dict(strict)`` with errors that name the vocabulary, missing, unexpected and misshaped keys."""
+    problems = mismatch_problems(model, state, optional_missing)
+    if problems and problems[0].startswith("vocabulary size mismatch"):
+        raise CheckpointError(f"{source}: {problems[0]}")
     if problems:
         raise CheckpointError(f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems))
-    absent = expected.keys() - state.keys()
+    absent = model.state_dict().keys() - state.keys()
     if absent:
         warnings.warn(f"{source}: no contact regression weights; contact predictions are not calibrated")
     model.load_state_dict(state, strict=not absent)

@@ -288,3 +288,16 @@ def test_arbitrary_objects_need_allow_unsafe(tmp_path):
 def test_export_refuses_names_fair_esm_would_misread(tmp_path):
     with pytest.raises(ValueError, match="file name"):
         export_official(random_model("esm1b"), tmp_path / "esm2_mine.pt")
+
+
+def test_fairseq_load_state_dict_of_another_size_is_one_short_error():
+    """fairseq's resume and validate call model.load_state_dict(strict=True): a checkpoint of another
+    depth is refused with a capped list of keys, not torch's page-long RuntimeError."""
+    deeper = random_model("esm1b", "--encoder-layers", "4").state_dict()
+    model = random_model("esm1b")
+    with pytest.raises(CheckpointError, match=r"--arch or its sizes changed.*\n  unexpected keys: .*more\)") as err:
+        model.load_state_dict(deeper, strict=True, model_cfg=model.cfg)
+    assert str(err.value).splitlines()[2] == (
+        "  shape mismatches: contact_head.regression.weight: checkpoint (1, 16) != model (1, 8)"
+    )
+    model.load_state_dict(random_model("esm1b").state_dict(), strict=True, model_cfg=model.cfg)  # same size: loads
