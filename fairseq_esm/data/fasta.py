@@ -29,7 +29,7 @@ id seen before in the file             kept (``--duplicates skip``:    ``duplica
 
 The id is the first whitespace-delimited token of the header. Whole-file problems (empty file,
 sequence data before any ``>`` header, FASTQ, GenBank, bzip2/xz/zstd/zip or other binary data
-(a start that is not UTF-8 text), truncated gzip) raise
+(a start that is not UTF-8 text), CR-only line endings, truncated gzip) raise
 :class:`FastaFormatError`, one line naming the file and line. Duplicate detection keeps one set
 of ids per file in memory; everything else streams in chunks cut at record boundaries.
 """
@@ -330,6 +330,8 @@ def _check_start(path: str, data: bytes) -> tuple[bytes, int]:
         raise FastaFormatError(path, None, f"{binary}, not FASTA text", "pass a FASTA file (plain or gzip)")
     if not body:
         raise FastaFormatError(path, None, "empty file, no records", "check the path or the step that wrote it")
+    if b"\r" in data[: 1 << 16] and b"\n" not in data[: 1 << 16]:
+        raise FastaFormatError(path, None, "classic Mac (CR-only) line endings", "convert them: tr '\\r' '\\n'")
     if not body.startswith(b">"):
         kind = "looks like FASTQ" if body[:1] == b"@" else "looks like GenBank" if body[:5] == b"LOCUS" else None
         what = f"{kind}, not FASTA" if kind else "sequence data before any '>' header"
