@@ -30,8 +30,8 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            f"fairseq-esm-{name}=fairseq_esm.cli.{name}:cli"
-            for name in ("extract", "score", "variants", "contacts", "convert")
+            f"fairseq-esm-{name.replace('_', '-')}=fairseq_esm.cli.{name}:cli"
+            for name in ("extract", "score", "variants", "contacts", "convert", "ngram", "lm_table")
         ],
     },
 )

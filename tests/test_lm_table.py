@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from fairseq_esm.cli import lm_table
+from conftest import read_proteins
+from fairseq_esm.cli import lm_table, ngram
 from fairseq_esm.cli.common import run_main
 from training import run, tiny_data, train_args
 
@@ -59,3 +60,19 @@ def test_usage_errors_are_one_line(trained, tmp_path, capsys):
     bad.write_text("{}")
     assert run_main(lm_table.main, [str(data), "--ngram-json", str(bad)]) == 2
     assert "not a fairseq-esm-ngram --json file" in capsys.readouterr().err
+
+
+def test_ngram_sweep_becomes_a_row_with_the_papers_figure(trained, tmp_path, capsys):
+    data, _ = trained
+    fasta = tmp_path / "p.fasta"
+    fasta.write_text("".join(f">p{i}\n{seq}\n" for i, seq in enumerate(read_proteins(60))))
+    sweep = tmp_path / "ngram.json"
+    assert run_main(ngram.main, ["--train", str(fasta), "--valid", str(fasta), "--heldout", str(fasta),
+                                 "--contexts", "0,1", "--json", str(sweep)]) == 0
+    out = tmp_path / "t.json"
+    assert run_main(lm_table.main, [str(data), "--ngram-json", str(sweep), "--paper", "n-gram=17.18",
+                                    "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    best = json.loads(sweep.read_text())["best"]
+    assert row["model"].startswith(f"n-gram, context {best['k']}, ") and row["ECE"] == best["heldout_ece"]
+    assert row["paper ECE"] == "17.18" and row["targets"] == sum(len(s) for s in read_proteins(60))

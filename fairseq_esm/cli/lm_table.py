@@ -3,7 +3,8 @@
 Rows: fairseq checkpoints (``--model LABEL=PATH``: ESM or BiLSTM, each scored by its own criterion as
 ``fairseq-validate`` would), untrained architectures (``--untrained LABEL=ARCH``), the amino-acid
 frequency baseline (``--unigram``) and n-gram sweeps (``--ngram-json``, from ``fairseq-esm-ngram``).
-Masked models all see the same masks (``--seed``). ``--paper LABEL=ECE`` adds the paper's figure to a row.
+Masked models all see the same masks (``--seed``). ``--paper LABEL=ECE`` adds the paper's figure to the
+row with that label (or label prefix).
 """
 
 from __future__ import annotations
@@ -69,11 +70,19 @@ def ngram_rows(path: Path) -> list[dict]:
     try:
         sweep = json.loads(path.read_text())
         best = sweep["best"]
-        label = f"n-gram, context {best['context']}, Laplace alpha {best['alpha']:g} (best on valid)"
-        return [{"model": label, "scored on": "every residue", "parameters": best.get("contexts", ""),
-                 "targets": best.get("heldout_residues", ""), "ECE": best["heldout_ece"]}]
+        label = f"n-gram, context {best['k']}, Laplace alpha {best['alpha']:g} (best on valid)"
+        return [{"model": label, "scored on": "every residue", "parameters": "",
+                 "targets": sweep["residues"]["heldout"], "ECE": best["heldout_ece"]}]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UsageError(f"{path}: not a fairseq-esm-ngram --json file ({err})") from None
+
+
+def paper_figure(label: str, paper: dict[str, str]) -> str:
+    """The ``--paper`` figure given for this row: its exact label, else the longest label it starts with."""
+    if label in paper:
+        return paper[label]
+    prefixes = [key for key in paper if label.startswith(key)]
+    return paper[max(prefixes, key=len)] if prefixes else ""
 
 
 def markdown(rows: list[dict]) -> str:
@@ -103,9 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).is_file():
             raise UsageError(f"no checkpoint at {path}")
         rows.append(model_row(label, *load_checkpoint(path, args.data, args.seed), args))
-    paper = dict(args.paper)
     for row in rows:
-        row["paper ECE"] = paper.get(row["model"], "")
+        row["paper ECE"] = paper_figure(row["model"], dict(args.paper))
     table = markdown(rows)
     print(table, end="")
     if args.markdown:

@@ -1,0 +1,1 @@
+"""Non-neural baselines the paper compares ESM against (the n-gram frequency models of its Appendix)."""
