@@ -6,9 +6,13 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-all bench bench-extract clean
+.PHONY: env tools demo test test-all bench bench-extract table1 clean
 
-env: $(STAMP)
+env: $(STAMP) tools
+
+# Debian bio tools the project runs (MMseqs2 clustering for preprocess/make_uniref_splits.py); idempotent
+tools:
+	bash preprocess/install_tools.sh mmseqs2
 
 # torch first, pinned: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
 $(STAMP): setup.py
@@ -26,6 +30,9 @@ test: env
 
 test-all: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+table1: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/table1_small.sh
 
 bench: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/binarize_speed.py

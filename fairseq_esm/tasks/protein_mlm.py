@@ -4,6 +4,8 @@ Reads fairseq-preprocess'd splits (``--srcdict fairseq_esm/dicts/esm1b.txt``), c
 longer than ``--max-positions`` to a random window per epoch, masks 15% of residues BERT-style
 (or all with ``<mask>``), and batches by ``--max-tokens``. Training crops and masks change with
 the epoch; every other split is pinned to epoch 1 so the held-out set is the same every time.
+``--cluster-sampling`` (UR50/D) makes an epoch one member per 50% cluster, redrawn every epoch
+(``data/cluster_sampling.py``).
 Data is checked before use (``data/integrity.py``): the dictionary, each split's ``.idx``/``.bin`` pair
 and the token ids, so a corrupt or mismatched data-bin (or ``--pretrained-checkpoint``) stops fairseq-train
 with one ``error:`` line.
@@ -23,6 +25,12 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ..alphabet import EsmAlphabet, load_alphabet
+from ..data.cluster_sampling import (
+    ClusterSampledDataset,
+    EpochSizedCropDataset,
+    EpochSizedProteinDataset,
+    load_cluster_index,
+)
 from ..data.crop import CropDataset
 from ..data.integrity import (
     CheckedRecords,
@@ -60,6 +68,11 @@ class ProteinMLMConfig(FairseqDataclass):
     )
     mask_strategy: ChoiceEnum(list(MASK_STRATEGIES)) = field(  # type: ignore[valid-type]
         default="bert", metadata={"help": "bert: 80/10/10 mask/random/unchanged; all_mask: every target -> <mask>"}
+    )
+    cluster_sampling: bool = field(
+        default=False,
+        metadata={"help": "UR50/D: the train split draws one member per 50% cluster per epoch "
+                  "(cluster of each record from {split}.clusters.npy, see preprocess/make_uniref_splits.py)"},
     )
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
@@ -132,12 +145,19 @@ class ProteinMLMTask(FairseqTask):
         records = CheckedRecords(records, self.stored_dict, split_path)
         is_train = split == self.cfg.train_subset
         fixed_epoch = None if is_train else HELD_OUT_EPOCH
-        cropped = CropDataset(
+        sampled = is_train and self.cfg.cluster_sampling
+        if sampled:  # before the crop: crops and masks stay per (seed, epoch, index) of the drawn sample
+            clusters = load_cluster_index(split_path, len(records))
+            records = ClusterSampledDataset(records, clusters, self.cfg.seed, epoch)
+            logger.info(f"{split}: one member of each of {len(records):,} clusters per epoch")
+        crop_class, dataset_class = (EpochSizedCropDataset, EpochSizedProteinDataset) if sampled else (
+            CropDataset, ProteinMLMDataset)
+        cropped = crop_class(
             records, self.alphabet, self.cfg.max_positions, self.stored_dict.eos(), self.cfg.seed, fixed_epoch
         )
         masked = MaskedProteinDataset(cropped, self.scheme, self.cfg.seed, fixed_epoch)
         logger.info(f"{split}: {len(records):,} proteins, {int(cropped.sizes.sum()):,} tokens after cropping")
-        return ProteinMLMDataset(masked, self.alphabet.padding_idx, shuffle=is_train, seed=self.cfg.seed)
+        return dataset_class(masked, self.alphabet.padding_idx, shuffle=is_train, seed=self.cfg.seed)
 
     def max_positions(self) -> int:
         return self.cfg.max_positions
