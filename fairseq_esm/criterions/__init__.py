@@ -1,3 +1,3 @@
 """Criterion registrations."""
 
-from . import masked_lm  # noqa: F401
+from . import bidirectional_lm, masked_lm  # noqa: F401

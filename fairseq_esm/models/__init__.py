@@ -1,3 +1,3 @@
-"""Model registrations: ESM-1 and ESM-1b."""
+"""Model registrations: ESM-1, ESM-1b and the bidirectional LSTM baseline."""
 
-from . import esm  # noqa: F401
+from . import bilstm, esm  # noqa: F401
