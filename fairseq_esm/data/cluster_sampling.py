@@ -4,9 +4,8 @@ The paper's UR50/D keeps all UniRef100 members of each UniRef50 cluster and, eac
 one member per cluster, so a large family weighs as much as a small one. :class:`ClusterSampledDataset`
 is a dataset over *clusters*: item ``i`` is a member of cluster ``i`` drawn uniformly with a generator
 seeded from ``(seed, epoch)`` at position ``i``, so the draw is reproducible and changes every epoch.
-``sizes`` follow the drawn members, so batches must be rebuilt each epoch: the two wrappers below
-refresh the sizes the task's crop and batching layers cache, and tell fairseq not to reuse the epoch
-iterator.
+``sizes`` follow the drawn members, so the crop and batching layers above refresh their sizes and
+fairseq rebuilds its batches every epoch (``data/sized.py``).
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import os
 import numpy as np
 from fairseq.data import BaseWrapperDataset, FairseqDataset
 
-from .crop import CropDataset
 from .integrity import DataIntegrityError
-from .protein_dataset import ProteinMLMDataset
+from .sized import StoredSizes
 
 #: extra seed component that keeps the member draws independent of the crop and mask draws
 SAMPLE_STREAM = 2
@@ -46,8 +44,10 @@ def load_cluster_index(split_path: str, n_records: int) -> np.ndarray:
     return clusters.astype(np.int64)
 
 
-class ClusterSampledDataset(BaseWrapperDataset):
-    """Records → one drawn member per cluster; ``set_epoch`` redraws (``fixed_epoch`` pins the draw)."""
+class ClusterSampledDataset(StoredSizes, BaseWrapperDataset):
+    """Records → one drawn member per cluster; ``set_epoch`` redraws."""
+
+    redraws_each_epoch = True
 
     def __init__(self, dataset: FairseqDataset, clusters: np.ndarray, seed: int, epoch: int = 1) -> None:
         super().__init__(dataset)
@@ -91,33 +91,3 @@ class ClusterSampledDataset(BaseWrapperDataset):
     def __getitem__(self, index: int):
         return self.dataset[int(self.members[index])]
 
-    @property
-    def sizes(self) -> np.ndarray:
-        return self._sizes
-
-    def size(self, index: int) -> int:
-        return int(self._sizes[index])
-
-    def num_tokens(self, index: int) -> int:
-        return int(self._sizes[index])
-
-
-class EpochSizedCropDataset(CropDataset):
-    """:class:`CropDataset` over a dataset whose sizes change with the epoch: cropped sizes recomputed."""
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        residues = np.asarray(self.dataset.sizes, dtype=np.int64) - 1
-        self._sizes = np.minimum(residues, self.budget) + self.alphabet.num_specials_added
-
-
-class EpochSizedProteinDataset(ProteinMLMDataset):
-    """:class:`ProteinMLMDataset` whose sizes follow the epoch; fairseq rebuilds its batches every epoch."""
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self._sizes = np.asarray(self.dataset.sizes, dtype=np.int64)
-
-    @property
-    def can_reuse_epoch_itr_across_epochs(self) -> bool:
-        return False

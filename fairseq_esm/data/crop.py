@@ -15,6 +15,7 @@ import torch
 from fairseq.data import BaseWrapperDataset, FairseqDataset, data_utils
 
 from ..alphabet import EsmAlphabet
+from .sized import StoredSizes, sizes_follow_epoch
 
 #: extra seed component that keeps the crop draws independent of the masking draws
 CROP_STREAM = 1
@@ -28,7 +29,7 @@ def crop_residues(residues: np.ndarray, budget: int, rng: np.random.RandomState)
     return residues[offset : offset + budget]
 
 
-class CropDataset(BaseWrapperDataset):
+class CropDataset(StoredSizes, BaseWrapperDataset):
     """Stored records → wrapped, cropped token tensors of at most ``max_positions`` tokens.
 
     ``fixed_epoch`` pins the crop (validation / test); ``None`` follows ``set_epoch`` (training).
@@ -52,29 +53,27 @@ class CropDataset(BaseWrapperDataset):
         self.seed = seed
         self.fixed_epoch = fixed_epoch
         self.epoch = fixed_epoch if fixed_epoch is not None else 1
-        residues = np.asarray(dataset.sizes, dtype=np.int64) - 1
-        self._sizes = np.minimum(residues, self.budget) + alphabet.num_specials_added
+        self._sizes = self.cropped_sizes()
 
-    @property
-    def sizes(self) -> np.ndarray:
-        return self._sizes
-
-    def size(self, index: int) -> int:
-        return int(self._sizes[index])
-
-    def num_tokens(self, index: int) -> int:
-        return int(self._sizes[index])
+    def cropped_sizes(self) -> np.ndarray:
+        """Tokens per sample after cropping and adding the alphabet's specials."""
+        residues = np.asarray(self.dataset.sizes, dtype=np.int64) - 1
+        return np.minimum(residues, self.budget) + self.alphabet.num_specials_added
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         if self.fixed_epoch is None:
             self.epoch = epoch
+        if sizes_follow_epoch(self.dataset):
+            self._sizes = self.cropped_sizes()
 
     def residues(self, index: int) -> np.ndarray:
         """The stored protein without its trailing ``</s>``."""
         record = np.asarray(self.dataset[index], dtype=np.int64)
         if len(record) == 0 or record[-1] != self.stored_eos:
-            raise ValueError(f"record {index} does not end with </s> ({self.stored_eos}); was it made by fairseq-preprocess?")
+            raise ValueError(
+                f"record {index} does not end with </s> ({self.stored_eos}); was it made by fairseq-preprocess?"
+            )
         return record[:-1]
 
     def __getitem__(self, index: int) -> torch.Tensor:

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
+from .sized import StoredSizes, sizes_follow_epoch
 
-class ProteinMLMDataset(FairseqDataset):
+
+class ProteinMLMDataset(StoredSizes, FairseqDataset):
     """``{"source", "target"}`` items → fairseq samples, ordered by size (seeded shuffle for ties).
 
     A plain ``FairseqDataset`` rather than a wrapper, so fairseq's size filtering and
@@ -33,16 +35,6 @@ class ProteinMLMDataset(FairseqDataset):
         self.seed = seed
         self.epoch = 1
 
-    @property
-    def sizes(self) -> np.ndarray:
-        return self._sizes
-
-    def size(self, index: int) -> int:
-        return int(self._sizes[index])
-
-    def num_tokens(self, index: int) -> int:
-        return int(self._sizes[index])
-
     def num_tokens_vec(self, indices: np.ndarray) -> np.ndarray:
         return self._sizes[indices]
 
@@ -52,6 +44,13 @@ class ProteinMLMDataset(FairseqDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.dataset.set_epoch(epoch)
+        if sizes_follow_epoch(self.dataset):
+            self._sizes = np.asarray(self.dataset.sizes, dtype=np.int64)
+
+    @property
+    def can_reuse_epoch_itr_across_epochs(self) -> bool:
+        """Not when the records change with the epoch (UR50/D): batches are rebuilt from the new sizes."""
+        return not sizes_follow_epoch(self.dataset)
 
     def ordered_indices(self) -> np.ndarray:
         """Indices sorted by size; ties broken by a permutation seeded with ``(seed, epoch)``."""

@@ -25,12 +25,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ..alphabet import EsmAlphabet, load_alphabet
-from ..data.cluster_sampling import (
-    ClusterSampledDataset,
-    EpochSizedCropDataset,
-    EpochSizedProteinDataset,
-    load_cluster_index,
-)
+from ..data.cluster_sampling import ClusterSampledDataset, load_cluster_index
 from ..data.crop import CropDataset
 from ..data.integrity import (
     CheckedRecords,
@@ -145,19 +140,16 @@ class ProteinMLMTask(FairseqTask):
         records = CheckedRecords(records, self.stored_dict, split_path)
         is_train = split == self.cfg.train_subset
         fixed_epoch = None if is_train else HELD_OUT_EPOCH
-        sampled = is_train and self.cfg.cluster_sampling
-        if sampled:  # before the crop: crops and masks stay per (seed, epoch, index) of the drawn sample
+        if is_train and self.cfg.cluster_sampling:  # before the crop: crops and masks stay per (seed, epoch, index)
             clusters = load_cluster_index(split_path, len(records))
             records = ClusterSampledDataset(records, clusters, self.cfg.seed, epoch)
             logger.info(f"{split}: one member of each of {len(records):,} clusters per epoch")
-        crop_class, dataset_class = (EpochSizedCropDataset, EpochSizedProteinDataset) if sampled else (
-            CropDataset, ProteinMLMDataset)
-        cropped = crop_class(
+        cropped = CropDataset(
             records, self.alphabet, self.cfg.max_positions, self.stored_dict.eos(), self.cfg.seed, fixed_epoch
         )
         masked = MaskedProteinDataset(cropped, self.scheme, self.cfg.seed, fixed_epoch)
         logger.info(f"{split}: {len(records):,} proteins, {int(cropped.sizes.sum()):,} tokens after cropping")
-        return dataset_class(masked, self.alphabet.padding_idx, shuffle=is_train, seed=self.cfg.seed)
+        return ProteinMLMDataset(masked, self.alphabet.padding_idx, shuffle=is_train, seed=self.cfg.seed)
 
     def max_positions(self) -> int:
         return self.cfg.max_positions
