@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 from fairseq import options
 from fairseq_cli import preprocess
 
@@ -72,3 +73,13 @@ def official_checkpoint(tmp_path_factory) -> Callable[..., Path]:
         return made[key]
 
     return build
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny models
+    run fastest on one, and on a shared 2-core machine OpenMP's second thread spins against busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -31,16 +31,7 @@ TOL = 1e-4
 DIFF = re.compile(r"max \|logits difference\| SRC vs reloaded DST on 3 proteins \((\d+) tokens, one <mask>\): (\S+)")
 
 # fairseq's namespace -> omegaconf conversion inside load_model_ensemble_and_task trips Hydra deprecation warnings
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's second thread waits on busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("one_thread")]
 
 
 def convert(capsys, *argv: object) -> float:

@@ -22,13 +22,7 @@ from fairseq_esm.inference.output import file_stem, read_shards
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's second thread waits on busy cores (~50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_fasta(path: Path, records: list[tuple[str, str]]) -> Path:

@@ -24,13 +24,7 @@ from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 SHORT = [16, 23, 59]  # 83, 61 (with an X) and 7 residues: fit a 128-position model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two spin against each other on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_fasta(path: Path, proteins: list[str], prefix: str = "p") -> Path:

@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "data" / "uniprot_sample.fasta.gz"
 BIN = Path(sys.executable).parent
 EVAL = ("heldout", "valid")
-pytestmark = pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs MMseqs2: preprocess/install_tools.sh")
 
 
 def load_cli():
@@ -56,13 +55,7 @@ def records(path: Path) -> list[tuple[str, str]]:
     return list(read_fasta(str(path)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the machine's cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ WT = "".join(FASTA.read_text().splitlines()[1:])
 FITS = dict(max_positions=320)  # 286 residues + <cls>/<eos> fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two spin against each other on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
