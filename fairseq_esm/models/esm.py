@@ -189,25 +189,34 @@ class EsmModel(BaseFairseqModel):
         self,
         src_tokens: Tensor,
         repr_layers: Iterable[int] = (),
-        need_head_weights: bool = False,
+        need_head_weights: Optional[bool] = None,
         return_contacts: bool = False,
         masked_tokens: Optional[Tensor] = None,
     ) -> dict:
         """tokens (B, T) -> ``logits`` (B, T, V), or (N, V) at the True positions of ``masked_tokens``;
-        ``representations`` {layer: (B, T, C)}; ``attentions`` (B, L, H, T, T) and ``contacts`` on request."""
-        need_head_weights = need_head_weights or return_contacts
+        ``representations`` {layer: (B, T, C)}; ``attentions`` (B, L, H, T, T) and ``contacts`` on request.
+
+        As in fair-esm, ``return_contacts`` also returns the attention maps unless ``need_head_weights`` is
+        False: then the contacts are folded in layer by layer and no (B, L, H, T, T) tensor is ever built."""
+        if need_head_weights is None:
+            need_head_weights = return_contacts  # fair-esm: contacts come with the maps they are made from
+        stream_contacts = return_contacts and not need_head_weights
         padding_mask = src_tokens.eq(self.padding_idx)  # (B, T)
         x = self._embed(src_tokens, padding_mask)
         wanted = set(repr_layers)
         representations = {0: x} if 0 in wanted else {}
         key_padding_mask = padding_mask if padding_mask.any() else None
+        contacts = self.contact_head.stream(src_tokens, padding_mask) if stream_contacts else None
         attentions = []
         for index, layer in enumerate(self.layers, start=1):
-            x, attn = layer(x, key_padding_mask, need_head_weights)
+            x, attn = layer(x, key_padding_mask, need_head_weights or stream_contacts)
             if index in wanted:
                 representations[index] = x
-            if need_head_weights:
+            if contacts is not None:
+                contacts.add(attn)
+            elif need_head_weights:
                 attentions.append(attn)
+            del attn  # the next layer must not run while a streamed layer's maps are still held
         if self.emb_layer_norm_after is not None:
             # the last layer's representation is reported after the final LayerNorm
             x = self.emb_layer_norm_after(x)
@@ -215,7 +224,9 @@ class EsmModel(BaseFairseqModel):
                 representations[self.num_layers] = x
         features = x if masked_tokens is None else x[masked_tokens]  # (B, T, C) or (N, C)
         result = {"logits": self._project(features), "representations": representations}
-        if need_head_weights:
+        if contacts is not None:
+            result["contacts"] = contacts.probabilities()
+        elif need_head_weights:
             result["attentions"] = self._stack_attentions(attentions, padding_mask)
             if return_contacts:
                 result["contacts"] = self.contact_head(src_tokens, result["attentions"])
@@ -231,8 +242,9 @@ class EsmModel(BaseFairseqModel):
 
     @torch.no_grad()
     def predict_contacts(self, tokens: Tensor) -> Tensor:
-        """Contact probabilities (B, T', T') between residues (specials removed)."""
-        return self(tokens, return_contacts=True)["contacts"]
+        """Contact probabilities (B, T', T') between residues (specials removed), streamed over the layers:
+        peak memory grows with one layer's attention maps, not all of them."""
+        return self(tokens, need_head_weights=False, return_contacts=True)["contacts"]
 
 
 @register_model("esm1b", dataclass=Esm1bConfig)
