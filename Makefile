@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: env tools demo test test-all bench bench-extract table1 clean
+.PHONY: env tools demo test test-all bench bench-extract bench-train table1 clean
 
 env: $(STAMP) tools
 
@@ -39,6 +39,9 @@ bench: env
 
 bench-extract: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/extract_speed.py --threads 1
+
+bench-train: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/train_speed.py --sizes small --repeats 3 --fairseq-train
 
 clean:
 	rm -rf runs .pytest_cache

@@ -87,8 +87,9 @@ def write_markdown(path: str, rows: list[list[str]], best: ContextResult, sizes:
     lines = ["| " + " | ".join(row) + " |" for row in rows]
     lines.insert(1, "|" + "---|" * len(rows[0]))
     lines += ["", best_line(best) + ".", "",
-              "Residues: " + ", ".join(f"{name} {n:,}" for name, n in sizes.items()) + ". "
-              "`*`: the best alpha is at the edge of the grid."]
+              "Residues: " + ", ".join(f"{name} {n:,}" for name, n in sizes.items()) + "."]
+    if any("*" in cell for row in rows[1:] for cell in row):
+        lines[-1] += " `*`: the best alpha is at the edge of the grid."
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
 
