@@ -5,6 +5,7 @@
 #   unigram, best n-gram (tuned on valid), untrained Transformer, BiLSTM (ELMo style),
 #   ESM-1b small and larger on UR50/S, ESM-1b small on UR100, UR50/D and 10% of UR50/S.
 # Every neural model gets the same updates, token budget, crop length and learning-rate schedule.
+# Runs on a GPU when torch sees one.
 # Knobs (environment): OUT, INPUT, MAX_UPDATE, MAX_TOKENS, MAX_POSITIONS, SMALL, LARGE, LSTM, SEED, WORKERS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ LSTM=${LSTM:-bilstm_t2_1M}
 SEED=${SEED:-1}
 WORKERS=${WORKERS:-2}
 SPLITS="$OUT/splits"
+# fairseq-train uses a GPU when there is one; --cpu only where there is none
+CPU_FLAG=$(python -c "import torch; print('' if torch.cuda.is_available() else '--cpu')")
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 echo "== 1/4 cluster $INPUT with MMseqs2; hold out 10% of the 50% clusters; build UR100, UR50/S, UR50/D"
@@ -37,7 +40,7 @@ train() {
   echo "== 3/4 train $name: $arch on $dataset, $MAX_UPDATE updates (fairseq-train)"
   fairseq-train "$SPLITS/$dataset/data-bin" --user-dir fairseq_esm --task protein_mlm \
     --criterion "$criterion" --arch "$arch" --max-positions "$MAX_POSITIONS" --max-tokens "$MAX_TOKENS" \
-    --seed "$SEED" --cpu --num-workers 0 --optimizer adam --adam-betas '(0.9, 0.98)' --adam-eps 1e-8 \
+    --seed "$SEED" $CPU_FLAG --num-workers 0 --optimizer adam --adam-betas '(0.9, 0.98)' --adam-eps 1e-8 \
     --weight-decay 0.01 --clip-norm 1.0 --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 60 \
     --max-update "$MAX_UPDATE" --valid-subset valid --validate-interval-updates 100 \
     --save-interval-updates 100 --keep-interval-updates 1 --no-epoch-checkpoints \

@@ -14,6 +14,8 @@ import json
 import logging
 from pathlib import Path
 
+import torch
+
 from ..evaluation.heldout import build_untrained, load_checkpoint, score_split
 from .common import UsageError, run_main
 
@@ -41,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="mask seed shared by every masked model")
     parser.add_argument("--max-positions", type=int, default=1024, help="for --untrained and --unigram")
     parser.add_argument("--max-tokens", type=int, default=8192)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--markdown", type=Path, help="write the table here")
     parser.add_argument("--json", type=Path, help="write the rows here")
     return parser.parse_args(argv)
@@ -48,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def model_row(label: str, model, task, criterion, args: argparse.Namespace) -> dict:
     """Score one model on the subset and describe it as a table row."""
-    result = score_split(model, task, criterion, args.subset, args.max_tokens)
+    result = score_split(model, task, criterion, args.subset, args.max_tokens, device=args.device)
     scored = "masked targets" if "Masked" in result.criterion else "every residue"
     logger.info(f"{label}: ECE {result.ece:.3f} over {result.targets:,} {scored}")
     return {"model": label, "scored on": scored, "parameters": result.parameters, "targets": result.targets,

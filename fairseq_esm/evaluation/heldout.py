@@ -62,16 +62,17 @@ def build_untrained(arch: str, data: str, seed: int, criterion: str = "esm_maske
 
 
 @torch.inference_mode()
-def score_split(model, task, criterion, split: str, max_tokens: int = 8192, progress: bool = True) -> HeldoutResult:
-    """Sum the criterion over every batch of ``split`` (the epoch-independent held-out masks)."""
-    model.eval()
+def score_split(model, task, criterion, split: str, max_tokens: int = 8192, progress: bool = True,
+                device: str = "cpu") -> HeldoutResult:
+    """Sum the criterion over every batch of ``split`` (the epoch-independent held-out masks) on ``device``."""
+    model.eval().to(device)
     task.load_dataset(split)
     dataset = task.dataset(split)
     batches = task.get_batch_iterator(dataset, max_tokens=max_tokens, max_positions=task.max_positions(),
                                       ignore_invalid_inputs=False).next_epoch_itr(shuffle=False)
     nats, targets, correct = 0.0, 0, 0
     for sample in tqdm(batches, desc=split, disable=not progress, leave=False):
-        _, size, log = criterion(model, sample)
+        _, size, log = criterion(model, utils.move_to_cuda(sample) if device != "cpu" else sample)
         nats, targets, correct = nats + float(log["loss"]), targets + size, correct + int(log.get("n_correct", 0))
     parameters = sum(p.numel() for p in model.parameters())
     return HeldoutResult(nats, targets, correct, parameters, type(criterion).__name__)
