@@ -43,9 +43,12 @@ _file_errors: tuple[type, ...] = (DataIntegrityError,)
 
 
 def _print_file_errors(kind: type, error: BaseException, tb: TracebackType | None) -> None:
-    """``sys.excepthook``: a file error as one ``error:`` line, anything else as Python would print it."""
+    """``sys.excepthook``: a file error as one ``error:`` line, anything else as Python would print it. fairseq
+    re-raises a failed checkpoint load as a bare ``Exception``: then our error inside it and fairseq's line."""
     if issubclass(kind, _file_errors):
         print(f"error: {error}", file=sys.stderr)
+    elif isinstance(error.__context__, _file_errors) and type(error) is Exception:
+        print(f"error: {error.__context__}\nerror: {error}", file=sys.stderr)
     else:
         _previous_hook(kind, error, tb)
 
