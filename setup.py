@@ -21,6 +21,7 @@ setup(
         "tqdm>=4.60",
         "scikit-learn>=1.8",  # L1 contact regression: l1_ratio with liblinear needs 1.8
         "matplotlib>=3.7",  # contact-map PNGs
+        "faiss-cpu>=1.15,<2",  # nearest neighbours for remote homology (1.15.1 tested with numpy 1.26)
     ],
     extras_require={
         # fair-esm is the numerical oracle in tests only; nothing in fairseq_esm imports it
@@ -31,7 +32,8 @@ setup(
     entry_points={
         "console_scripts": [
             f"fairseq-esm-{name.replace('_', '-')}=fairseq_esm.cli.{name}:cli"
-            for name in ("extract", "score", "variants", "contacts", "convert", "ngram", "lm_table")
+            for name in ("extract", "score", "variants", "contacts", "convert", "ngram", "lm_table", "homology",
+                         "pfam_auc", "plots", "finetune_variants")
         ],
     },
 )

@@ -37,3 +37,10 @@ def pick_device(name: str | None = None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def untrained_like(model: EsmModel, alphabet: EsmAlphabet, seed: int) -> EsmModel:
+    """A freshly initialised model with ``model``'s config (same shape), seeded, on the same device."""
+    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    return type(model)(model.cfg, alphabet).to(device).eval()

@@ -1,0 +1,125 @@
+"""``python -m fairseq_esm.cli.pfam_auc``: aligned vs unaligned residue-pair cosine AUC over Pfam Stockholm
+alignments (Table S1 of Rives et al. 2021), per family and averaged; ``--untrained`` scores a random-init model
+of the checkpoint's shape instead. Definitions: :mod:`fairseq_esm.evaluation.alignment_auc`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ..alphabet import EsmAlphabet
+from ..evaluation.alignment_auc import AlignmentError, evaluate_family, looks_nucleotide, read_stockholm
+from ..inference.loading import load_any, pick_device, untrained_like
+from ..models.esm import EsmModel
+from .common import UsageError, add_model_args, run_main
+
+#: the shipped Pfam seed alignments (examples/data/pfam), relative to the repository root
+STO_DIR = "examples/data/pfam"
+COLUMNS = ("family", "sequences_used", "columns", "aligned_pairs", "unaligned_pairs", "mean_cos_aligned",
+           "mean_cos_unaligned", "auc", "auc_same_aa", "auc_diff_aa")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Checkpoint, alignment directory, sampling bounds and outputs."""
+    parser = argparse.ArgumentParser(prog="pfam_auc", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    add_model_args(parser)
+    parser.add_argument("--sto-dir", type=Path, default=Path(STO_DIR),
+                        help="directory of Stockholm alignments (default %(default)s)")
+    parser.add_argument("--pattern", default="*.sto", help="file glob inside --sto-dir (default %(default)s)")
+    parser.add_argument("--max-seqs", type=int, default=128, help="members sampled per family (paper: 128)")
+    parser.add_argument("--max-pairs", type=int, default=50000, help="aligned pairs sampled per family (paper: 50,000)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the sampling and of --untrained's init")
+    parser.add_argument("--untrained", action="store_true", help="score a random-init model of the same shape")
+    parser.add_argument("--json", type=Path, help="write per-family results and the mean here")
+    parser.add_argument("--markdown", type=Path, help="write the printed table here")
+    args = parser.parse_args(argv)
+    if args.max_seqs < 2 or args.max_pairs < 1:
+        raise UsageError("--max-seqs must be at least 2 and --max-pairs at least 1")
+    return args
+
+
+def alignment_files(directory: Path, pattern: str) -> list[Path]:
+    """The alignments to score, sorted; a missing or empty directory is a usage error."""
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: no such directory — pass --sto-dir")
+    files = sorted(directory.glob(pattern))
+    if not files:
+        raise UsageError(f"{directory}: no file matches {pattern!r} — pass --sto-dir or --pattern")
+    return files
+
+
+def score_families(model: EsmModel, alphabet: EsmAlphabet, files: list[Path], args: argparse.Namespace
+                   ) -> tuple[list[dict], dict[str, str]]:
+    """Per-family results, and the families left out with the reason (nucleotides, too few pairs)."""
+    rows, skipped = [], {}
+    for path in tqdm(files, desc="families", unit="family", disable=None):
+        family = read_stockholm(path)  # a malformed file stops the run: one error line
+        if looks_nucleotide(family):
+            skipped[family.name] = "nucleotide alignment (>= 90% A/C/G/T/U), not protein"
+            continue
+        try:
+            rows.append(evaluate_family(model, alphabet, family, args.max_seqs, args.max_pairs, args.seed,
+                                        args.toks_per_batch))
+        except AlignmentError as err:
+            skipped[family.name] = str(err).split(": ", 1)[1]
+    return rows, skipped
+
+
+def markdown(rows: list[dict], skipped: dict[str, str], label: str) -> str:
+    """Per-family table plus the mean AUC line and the skipped families."""
+    def cell(value) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.3f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+    lines = [f"model: {label}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row[key]) for key in COLUMNS) + " |" for row in rows]
+    lines += ["", f"mean AUC over {len(rows)} families: {mean_auc(rows):.3f}"]
+    lines += [f"skipped {name}: {why}" for name, why in skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+def mean_auc(rows: list[dict]) -> float:
+    """Unweighted mean of the per-family AUCs (the paper's average over families)."""
+    return float(np.mean([row["auc"] for row in rows])) if rows else float("nan")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    files = alignment_files(args.sto_dir, args.pattern)
+    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    label = f"untrained (same shape, seed {args.seed})" if args.untrained else f"trained ({args.checkpoint})"
+    if args.untrained:
+        model = untrained_like(model, alphabet, args.seed)
+    try:
+        rows, skipped = score_families(model, alphabet, files, args)
+    except AlignmentError as err:
+        raise UsageError(str(err)) from None
+    if not rows:
+        raise UsageError("no family could be scored: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    table = markdown(rows, skipped, label)
+    print(table, end="")
+    if args.markdown:
+        args.markdown.write_text(table)
+    if args.json:
+        summary = {"checkpoint": str(args.checkpoint), "model": label, "untrained": args.untrained, "seed": args.seed,
+                   "max_seqs": args.max_seqs, "max_pairs": args.max_pairs, "families": rows, "skipped": skipped,
+                   "mean_auc": mean_auc(rows)}
+        args.json.write_text(json.dumps(summary, indent=2))
+    print(f"scored {len(rows)} of {len(files)} alignment(s); mean AUC {mean_auc(rows):.3f}", file=sys.stderr)
+    return 0
+
+
+def cli() -> None:
+    raise SystemExit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

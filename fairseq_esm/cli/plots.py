@@ -1,0 +1,67 @@
+"""``python -m fairseq_esm.cli.plots``: PNG pictures of a checkpoint: t-SNE of its output amino-acid embeddings
+coloured by biochemical class (Figure 1), and per-family Pfam AUC histograms from ``pfam_auc --json`` files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..evaluation.embedding_plots import BIOCHEMICAL_CLASSES, output_embeddings, plot_auc_histogram, plot_embeddings, \
+    tsne_2d
+from ..inference.loading import load_any
+from .common import UsageError, run_main
+from ..inference.loading import untrained_like
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Checkpoint, output directory, optional AUC summaries."""
+    parser = argparse.ArgumentParser(prog="plots", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser.add_argument("checkpoint", help="fairseq checkpoint, official fair-esm .pt or HuggingFace directory")
+    parser.add_argument("--out-dir", type=Path, required=True, help="where the PNG files go (created)")
+    parser.add_argument("--auc-json", type=Path, action="append", default=[],
+                        help="a pfam_auc --json summary; repeat to overlay (e.g. trained and --untrained)")
+    parser.add_argument("--untrained", action="store_true", help="also draw the t-SNE of a random-init model")
+    parser.add_argument("--seed", type=int, default=1, help="t-SNE seed and --untrained's init seed")
+    parser.add_argument("--allow-unsafe", action="store_true", help="unpickle arbitrary objects (trusted files only)")
+    return parser.parse_args(argv)
+
+
+def read_summary(path: Path) -> dict:
+    """One ``pfam_auc --json`` file, checked for the fields the histogram needs."""
+    try:
+        summary = json.loads(path.read_text())
+        missing = {"families", "checkpoint", "untrained"} - set(summary)
+        if missing or not summary["families"] or not all("auc" in row for row in summary["families"]):
+            raise ValueError(f"missing {', '.join(sorted(missing)) or 'per-family AUCs'}")
+    except (ValueError, TypeError, AttributeError) as err:
+        raise UsageError(f"{path}: not a pfam_auc --json summary ({err})") from None
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    summaries = [read_summary(path) for path in args.auc_json]  # check inputs before the slow part
+    model, alphabet = load_any(args.checkpoint, "cpu", args.allow_unsafe)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    models = [("trained", model)] + ([("untrained", untrained_like(model, alphabet, args.seed))] if args.untrained
+                                     else [])
+    for name, net in models:
+        letters, vectors = output_embeddings(net, alphabet)
+        title = f"output embeddings, {name} ({Path(args.checkpoint).name}), t-SNE"
+        path = plot_embeddings(tsne_2d(vectors, args.seed), letters, args.out_dir / f"tsne_{name}.png", title)
+        print(f"wrote {path}")
+    if summaries:
+        print(f"wrote {plot_auc_histogram(summaries, args.out_dir / 'pfam_auc_hist.png')}")
+    print("classes: " + "; ".join(f"{k} {v}" for k, v in BIOCHEMICAL_CLASSES.items()))
+    return 0
+
+
+def cli() -> None:
+    raise SystemExit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

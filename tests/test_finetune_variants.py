@@ -1,0 +1,136 @@
+"""Mutational-effect fine-tuning (Figure 7) on real TEM-1 beta-lactamase DMS rows (the shipped Stiffler
+2015 slice): the head is the zero-shot masked marginal before training, the folds partition the
+variants, training lowers the training loss, and the CLI writes its tables and counts every row."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fairseq_esm.cli.common import run_main
+from fairseq_esm.cli.finetune_variants import main
+from fairseq_esm.finetune.mutational import (FinetuneConfig, VariantHead, finetune, fold_ids, standardise,
+                                             subsample, training_loss)
+from fairseq_esm.inference.batching import residue_budget
+from fairseq_esm.inference.loading import load_any
+from fairseq_esm.inference.mutations import check_rows
+from fairseq_esm.inference.variant_scoring import score_variants
+
+DMS = Path(__file__).resolve().parents[1] / "examples" / "data" / "dms"
+FASTA = DMS / "BLAT_ECOLX.fasta"
+SLICE = DMS / "BLAT_ECOLX_Stiffler_2015_slice.csv"
+WT = "".join(FASTA.read_text().splitlines()[1:])
+TINY = dict(layers=2, dim=32, ffn=64, heads=4)  # max_positions 128: the 286-residue protein is windowed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def dms_rows() -> list[dict[str, str]]:
+    with open(SLICE, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def tiny(official_checkpoint):
+    return load_any(official_checkpoint("esm1b", **TINY))
+
+
+def variants_of(codes: list[str], budget: int) -> list:
+    checks, _ = check_rows(codes, WT, 1, budget)
+    assert all(c.status in ("ok", "duplicate") for c in checks)
+    return [c.variant for c in checks]
+
+
+def test_head_equals_zero_shot_masked_marginal_before_training(tiny, dms_rows):
+    model, alphabet = tiny
+    budget = residue_budget(model.max_positions(), alphabet)
+    singles = [r["mutant"] for r in dms_rows[::7]]
+    codes = singles + [f"{singles[3]}:{singles[4]}", f"{singles[10]}:{singles[12]}", singles[3]]  # doubles, repeat
+    variants = variants_of(codes, budget)
+    head = VariantHead(alphabet, WT, variants, budget)
+    expected = score_variants(model, alphabet, WT, variants, "masked-marginal").scores
+    assert head.predict(model) == pytest.approx(expected, abs=1e-5)
+    assert len(head.queries) < len(variants)  # the repeat and singles at one position share a forward
+    _, with_grad = head.forward(model, [0, 1])
+    assert with_grad.requires_grad
+
+
+def test_folds_partition_the_variants_80_20_and_are_deterministic():
+    ids = fold_ids(313, 5, seed=1)
+    parts = [set(np.flatnonzero(ids == k)) for k in range(5)]
+    assert set().union(*parts) == set(range(313)) and sum(map(len, parts)) == 313  # cover, disjoint
+    assert sorted(map(len, parts)) == [62, 62, 63, 63, 63]  # 20% each, so 80/20 train/test
+    assert (fold_ids(313, 5, seed=1) == ids).all()
+    assert not (fold_ids(313, 5, seed=2) == ids).all()
+    assert subsample(313, 50, 1) == subsample(313, 50, 1) == sorted(set(subsample(313, 50, 1)))
+    assert len(subsample(313, 50, 1)) == 50 and subsample(313, 500, 1) == list(range(313))
+
+
+def test_training_reduces_training_loss_and_train_layers_freezes_the_rest(official_checkpoint, dms_rows):
+    model, alphabet = load_any(official_checkpoint("esm1b", **TINY))
+    budget = residue_budget(model.max_positions(), alphabet)
+    rows = dms_rows[:80]
+    head = VariantHead(alphabet, WT, variants_of([r["mutant"] for r in rows], budget), budget)
+    values = np.array([float(r["DMS_score"]) for r in rows])
+    targets = torch.from_numpy(standardise(values, values)).float()
+    before = training_loss(model, head, targets)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = FinetuneConfig(epochs=4, lr=1e-3, batch_sequences=8, train_layers=1)
+    losses = finetune(model, head, targets, cfg, np.random.default_rng(0))
+    after = training_loss(model, head, targets)
+    assert len(losses) == 4 and after < 0.8 * before, (before, after, losses)
+    state = model.state_dict()
+    assert torch.equal(state["layers.0.self_attn.q_proj.weight"], first["layers.0.self_attn.q_proj.weight"])
+    assert torch.equal(state["embed_tokens.weight"], first["embed_tokens.weight"])
+    assert not torch.equal(state["layers.1.self_attn.q_proj.weight"], first["layers.1.self_attn.q_proj.weight"])
+
+
+def write_table(path: Path, rows: list[dict[str, str]]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["mutant", "DMS_score"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_cli_writes_json_and_markdown_and_counts_bad_rows(official_checkpoint, dms_rows, tmp_path, capsys):
+    bad = [{"mutant": "H24", "DMS_score": "0.1"}, {"mutant": "A24G", "DMS_score": "0.2"},
+           {"mutant": dms_rows[0]["mutant"], "DMS_score": "0.3"},  # duplicate of row 1
+           {"mutant": dms_rows[1]["mutant"] + "x", "DMS_score": ""}, {"mutant": "K900R", "DMS_score": "1"}]
+    table = write_table(tmp_path / "dms.csv", dms_rows[:120] + bad + [{"mutant": "S68A", "DMS_score": "n/a"}])
+    out_json, out_md = tmp_path / "cv.json", tmp_path / "new" / "cv.md"  # folders are made
+    args = [str(official_checkpoint("esm1b", **TINY)), "--table", str(table), "--sequence", str(FASTA),
+            "--folds", "5", "--epochs", "1", "--lr", "1e-3", "--max-variants", "100", "--seed", "3",
+            "--json", str(out_json), "--markdown", str(out_md)]
+    assert main(args) == 0
+    result = json.loads(out_json.read_text())
+    assert result["counts"] == {"rows": 126, "used": 100, "duplicate": 1, "malformed": 2, "out_of_range": 1,
+                                "wt_mismatch": 1, "no_numeric_score": 1, "left_out_by_max_variants": 20}
+    assert [(f["n_train"], f["n_test"]) for f in result["folds"]] == [(80, 20)] * 5
+    assert all(-1 <= f["zero_shot_rho"] <= 1 and -1 <= f["finetuned_rho"] <= 1 for f in result["folds"])
+    lines = out_md.read_text().splitlines()
+    assert lines[0] == "| fold | n_train | n_test | zero-shot ρ | fine-tuned ρ |" and len(lines) == 8
+    assert lines[-1].startswith("| mean ± std |")
+    err = capsys.readouterr().err
+    assert "malformed 2" in err and "cross-validation rows: rows 126, used 100" in err
+    assert main(args) == 0 and json.loads(out_json.read_text())["folds"] == result["folds"]  # seeded: same again
+
+
+def test_cli_one_line_errors(official_checkpoint, dms_rows, tmp_path, capsys):
+    checkpoint = str(official_checkpoint("esm1b", **TINY))
+    table = write_table(tmp_path / "few.csv", dms_rows[:10])
+    common = ["--json", str(tmp_path / "x.json"), "--markdown", str(tmp_path / "x.md")]
+    assert run_main(main, [checkpoint, "--table", str(table), "--sequence", str(FASTA), *common]) == 2
+    assert "10 usable variants, too few for 5 folds" in capsys.readouterr().err
+    assert run_main(main, [checkpoint, "--table", str(table), "--sequence", str(FASTA), "--score-column", "fitness",
+                           *common]) == 2
+    assert "no column 'fitness'" in capsys.readouterr().err
+    assert run_main(main, [checkpoint, "--table", str(table), "--sequence", "wt.fata", *common]) == 2
+    assert "no such file, and not a protein sequence" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
