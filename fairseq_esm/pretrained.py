@@ -151,6 +151,26 @@ def read_checkpoint(path: str | Path, allow_unsafe: bool = False) -> CheckpointC
     raise CheckpointError(f"{path} has neither fairseq 'cfg' nor official fair-esm 'args'")
 
 
+def model_name(model) -> str:
+    """``esm1b`` / ``esm1`` for ESM models, the registered name for others (``bilstm_lm``)."""
+    variant = getattr(model, "variant", None)
+    return variant.name if variant is not None else getattr(model, "registered_name", type(model).__name__)
+
+
+class ShortLoadErrors:
+    """fairseq's resume/validate path calls ``model.load_state_dict(strict=True)``: a checkpoint of another size
+    or vocabulary is refused with the keys that differ (one short message), not torch's page-long RuntimeError."""
+
+    def load_state_dict(self, state_dict, strict: bool = True, model_cfg=None, args=None):
+        problems = mismatch_problems(self, state_dict) if strict else []
+        if problems:
+            raise CheckpointError(
+                f"the checkpoint's weights do not fit this {model_name(self)} model "
+                f"(were --arch or its sizes changed?):\n  " + "\n  ".join(problems)
+            )
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
 def mismatch_problems(
     model: "EsmModel", state: dict[str, torch.Tensor], optional_missing: frozenset[str] = frozenset()
 ) -> list[str]:
@@ -159,7 +179,7 @@ def mismatch_problems(
     vocab, found = expected["embed_tokens.weight"].size(0), state.get("embed_tokens.weight")
     if found is not None and found.size(0) != vocab:
         return [f"vocabulary size mismatch: checkpoint embeds {found.size(0)} tokens, "
-                f"the {model.variant.name} alphabet has {vocab}"]
+                f"the {model_name(model)} alphabet has {vocab}"]
     problems = []
     missing = sorted(expected.keys() - state.keys() - optional_missing)
     unexpected = sorted(state.keys() - expected.keys())

@@ -19,6 +19,7 @@ from fairseq_esm.alphabet import esm1b_alphabet
 from fairseq_esm.criterions.bidirectional_lm import BidirectionalLMCriterion
 from fairseq_esm.data.masking import mask_tokens, masking_scheme
 from fairseq_esm.models.bilstm import BILSTM_ARCHS, BiLstmConfig, BiLstmLanguageModel
+from fairseq_esm.pretrained import CheckpointError
 
 torch.set_num_threads(1)
 
@@ -178,3 +179,13 @@ def test_fairseq_train_then_validate(fairseq_preprocess, sample_proteins, tmp_pa
     assert 1.0 < float(stats["valid_ppl"]) < 33.0
     assert float(stats["valid_ppl"]) == pytest.approx(2 ** float(stats["valid_loss"]), rel=0.01)
     assert math.isfinite(float(stats["valid_masked_ppl"]))
+
+
+def test_checkpoint_of_another_size_is_one_short_error():
+    """fairseq's resume/validate path (load_state_dict, strict): the differing keys, not torch's RuntimeError."""
+    alphabet = esm1b_alphabet()
+    wider = tiny_model(alphabet, hidden=32).state_dict()
+    model = tiny_model(alphabet)
+    with pytest.raises(CheckpointError, match=r"do not fit this bilstm_lm model .*\n  shape mismatches: "):
+        model.load_state_dict(wider, strict=True)
+    model.load_state_dict(tiny_model(alphabet, seed=1).state_dict(), strict=True)  # same size: loads

@@ -22,6 +22,7 @@ from fairseq.utils import safe_getattr
 from torch import Tensor, nn
 
 from ..alphabet import EsmAlphabet
+from ..pretrained import ShortLoadErrors
 
 
 @dataclass
@@ -65,8 +66,10 @@ def shift_right(x: Tensor) -> Tensor:
 
 
 @register_model("bilstm_lm", dataclass=BiLstmConfig)
-class BiLstmLanguageModel(BaseFairseqModel):
+class BiLstmLanguageModel(ShortLoadErrors, BaseFairseqModel):
     """ELMo-style bidirectional LSTM LM: logits at every position from both sides' context, never the token."""
+
+    registered_name = "bilstm_lm"
 
     def __init__(self, cfg: BiLstmConfig, alphabet: EsmAlphabet) -> None:
         super().__init__()

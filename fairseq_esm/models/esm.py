@@ -23,7 +23,7 @@ from ..modules.positional_embedding import LearnedPositionalEmbedding, Sinusoida
 from ..modules.token_dropout import token_dropout
 from ..modules.transformer_layer import TransformerLayer
 from ..modules.variant import ESM1, ESM1B, EsmVariant
-from ..pretrained import CheckpointError, initialize_from_checkpoint, mismatch_problems
+from ..pretrained import ShortLoadErrors, initialize_from_checkpoint
 
 INIT_STD = 0.02
 
@@ -80,7 +80,7 @@ def init_esm_params(module: nn.Module) -> None:
         nn.init.normal_(module.bias_v, std=INIT_STD)
 
 
-class EsmModel(BaseFairseqModel):
+class EsmModel(ShortLoadErrors, BaseFairseqModel):
     """The ESM Transformer; ``variant`` (set by the registered subclasses) selects ESM-1b or ESM-1."""
 
     variant: EsmVariant
@@ -148,17 +148,6 @@ class EsmModel(BaseFairseqModel):
         if cfg.pretrained_checkpoint:
             initialize_from_checkpoint(model, cfg.pretrained_checkpoint)
         return model
-
-    def load_state_dict(self, state_dict, strict: bool = True, model_cfg=None, args=None):
-        """fairseq's resume/validate path: a checkpoint of another size or vocabulary is refused with the
-        keys that differ (one short message) instead of torch's page-long RuntimeError."""
-        problems = mismatch_problems(self, state_dict) if strict else []
-        if problems:
-            raise CheckpointError(
-                f"the checkpoint's weights do not fit this {self.variant.name} model "
-                f"(were --arch or its sizes changed?):\n  " + "\n  ".join(problems)
-            )
-        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
     def max_positions(self) -> int:
         return self.cfg.max_positions
