@@ -10,9 +10,10 @@ PYTEST_ARGS ?=
 
 env: $(STAMP) tools
 
-# Debian bio tools the project runs (MMseqs2 clustering for preprocess/make_uniref_splits.py); idempotent
+# Debian bio tools the project runs (MMseqs2 for preprocess/make_uniref_splits.py, DSSP for
+# preprocess/structure_labels.py); idempotent
 tools:
-	bash preprocess/install_tools.sh mmseqs2
+	bash preprocess/install_tools.sh mmseqs2 dssp
 
 # torch first, pinned: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
 $(STAMP): setup.py
