@@ -4,7 +4,6 @@ against Biopython's shipped DSSP output for 2BEG and its Bio.PDB.DSSP wrapper; p
 from __future__ import annotations
 
 import gzip
-import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +19,6 @@ BIOPYTHON = Path("/work/shared/data/structures/biopython_pdb")
 sys.path.insert(0, str(ROOT / "preprocess"))
 import structure_labels  # noqa: E402
 
-pytestmark = pytest.mark.skipif(shutil.which("mkdssp") is None, reason="mkdssp not installed")
 
 
 def fraction(ss8: str, states: str) -> float:
