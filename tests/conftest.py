@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 from pathlib import Path
 from typing import Callable
@@ -83,3 +84,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def dms_rows() -> list[dict[str, str]]:
+    """The rows of the shipped TEM-1 DMS slice (examples/data/dms), as csv.DictReader gives them."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "data" / "dms" / "BLAT_ECOLX_Stiffler_2015_slice.csv"
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -31,12 +31,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def dms_rows() -> list[dict[str, str]]:
-    with open(SLICE, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-@pytest.fixture(scope="module")
 def tiny(official_checkpoint):
     return load_any(official_checkpoint("esm1b", **TINY))
 

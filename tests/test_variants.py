@@ -32,12 +32,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def dms_rows() -> list[dict[str, str]]:
-    with open(SLICE, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-@pytest.fixture(scope="module")
 def codes(dms_rows) -> list[str]:
     """Five real single mutants across the protein and two doubles made of them."""
     singles = [dms_rows[i]["mutant"] for i in (0, 60, 130, 210, 300)]

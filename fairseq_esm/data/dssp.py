@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from Bio.PDB import PDBIO, Select
 
-from .structures import (ChainStructure, StructureError, _is_mmcif, _parse, _pick_chain, _read_text,
-                         is_amino_acid, load_chain, place_observed)
+from .structures import (ChainStructure, StructureError, chain_structure, is_amino_acid, pick_chain,
+                         place_observed, read_model)
 
 SS8 = "HGIEBTSC"  # DSSP states; C = DSSP's blank (loop)
 MASKED = "."
@@ -82,11 +82,8 @@ class _AminoAcids(Select):
         return is_amino_acid(residue.get_resname())
 
 
-def _write_input(path: Path, chain_id: str | None, out: Path) -> str:
+def _write_input(model, chain, out: Path) -> str:
     """First model as a PDB file mkdssp reads; returns the chain's ID in that file."""
-    text = _read_text(path)
-    model = _parse(path, text, _is_mmcif(text))
-    chain = _pick_chain(path, model, chain_id)
     writer = PDBIO()
     protein = {c.id for c in model if any(is_amino_acid(r.get_resname()) for r in c)}
     if all(len(c) == 1 and c.strip() for c in protein):
@@ -153,10 +150,12 @@ def place_states(chain: ChainStructure, states: list[str | None]) -> str:
 def chain_labels(path: str | Path, chain_id: str | None = None) -> ChainLabels:
     """DSSP 8-state labels of one chain (``chain_id`` or the first protein chain), on its full sequence."""
     path = Path(path)
-    chain = load_chain(path, chain_id)
+    text, mmcif, model = read_model(path)
+    parsed = pick_chain(path, model, chain_id)
+    chain = chain_structure(path, text, mmcif, parsed)
     with tempfile.TemporaryDirectory(prefix="dssp_") as tmp:
         pdb = Path(tmp) / "input.pdb"
-        written = _write_input(path, chain.chain_id, pdb)
+        written = _write_input(model, parsed, pdb)
         records = parse_dssp(run_mkdssp(pdb)).get(written)
     if not records:
         raise DsspError(f"{path}: mkdssp assigned no residue of chain {chain.chain_id!r}")

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from Bio.Align import PairwiseAligner
@@ -196,7 +197,7 @@ def _amino_acids(chain) -> list:
     return [residue for residue in chain if is_amino_acid(residue.get_resname())]
 
 
-def _pick_chain(path: Path, model, chain_id: str | None):
+def pick_chain(path: Path, model, chain_id: str | None):
     """The requested chain, or the first chain with amino acids."""
     protein = [chain for chain in model if _amino_acids(chain)]
     names = ", ".join(repr(chain.id) for chain in protein) or "none"
@@ -216,12 +217,22 @@ def _cb_coord(residue) -> np.ndarray:
     return residue[atom].coord.astype(np.float64) if atom in residue else np.full(3, np.nan)
 
 
+def read_model(path: Path) -> tuple[str, bool, Any]:
+    """The file's text, whether it is mmCIF, and its first model (Biopython), parsed once."""
+    text = _read_text(path)
+    mmcif = _is_mmcif(text)
+    return text, mmcif, _parse(path, text, mmcif)
+
+
 def load_chain(path: str | Path, chain_id: str | None = None) -> ChainStructure:
     """Read one protein chain (``chain_id`` or the first protein chain) of a PDB/mmCIF file."""
     path = Path(path)
-    text = _read_text(path)
-    mmcif = _is_mmcif(text)
-    chain = _pick_chain(path, _parse(path, text, mmcif), chain_id)
+    text, mmcif, model = read_model(path)
+    return chain_structure(path, text, mmcif, pick_chain(path, model, chain_id))
+
+
+def chain_structure(path: Path, text: str, mmcif: bool, chain) -> ChainStructure:
+    """A parsed chain on its full (SEQRES / poly_seq) sequence, with its Cβ coordinates placed."""
     residues = _amino_acids(chain)
     observed, nonstandard, skipped = one_letter([r.get_resname() for r in residues])
     observed_coords = np.stack([_cb_coord(r) for r in residues])

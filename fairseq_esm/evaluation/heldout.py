@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import warnings
 from dataclasses import dataclass
 
 import torch
 from fairseq import checkpoint_utils, options, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.models import ARCH_MODEL_REGISTRY
 from tqdm import tqdm
+
+from ..pretrained import CheckpointError
 
 #: this package's directory: the ``--user-dir`` that registers it with fairseq
 USER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,12 +47,19 @@ class HeldoutResult:
 def load_checkpoint(path: str, data: str, seed: int):
     """Model, task and criterion of a fairseq checkpoint, its data path and seed replaced."""
     overrides = {"data": data, "seed": seed}
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
+    try:
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, AttributeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: not a fairseq checkpoint of a fairseq_esm model ({reason})") from None
     return models[0], task, task.build_criterion(cfg.criterion)
 
 
 def build_untrained(arch: str, data: str, seed: int, criterion: str = "esm_masked_lm", extra: list[str] = ()):
     """A randomly initialised ``arch`` (fairseq's own init, seeded) with the ``protein_mlm`` task."""
+    if arch not in ARCH_MODEL_REGISTRY:
+        ours = sorted(a for a in ARCH_MODEL_REGISTRY if a.startswith(("esm1", "bilstm")))
+        raise CheckpointError(f"unknown --arch {arch!r}; this plugin's: {', '.join(ours)}")
     parser = options.get_training_parser()
     argv = [data, "--user-dir", USER_DIR, "--task", "protein_mlm",
             "--arch", arch, "--criterion", criterion, "--seed", str(seed), "--cpu", *extra]
