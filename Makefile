@@ -10,10 +10,10 @@ PYTEST_ARGS ?=
 
 env: $(STAMP) tools
 
-# Debian bio tools the project runs (MMseqs2 for preprocess/make_uniref_splits.py, DSSP for
-# preprocess/structure_labels.py); idempotent
+# Debian bio tools the project runs (MMseqs2 for preprocess/make_uniref_splits.py and build_msas.py, DSSP for
+# preprocess/structure_labels.py, HMMER for the remote-homology baseline); idempotent
 tools:
-	bash preprocess/install_tools.sh mmseqs2 dssp
+	bash preprocess/install_tools.sh mmseqs2 dssp hmmer
 
 # torch first, pinned: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
 $(STAMP): setup.py

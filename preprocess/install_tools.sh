@@ -2,7 +2,7 @@
 # Install the Debian bio tools this project calls (default: mmseqs2), skipping those already there.
 #
 #   bash preprocess/install_tools.sh            # mmseqs2
-#   bash preprocess/install_tools.sh mmseqs2 dssp
+#   bash preprocess/install_tools.sh mmseqs2 dssp hmmer
 #
 # Idempotent: a package whose command is on PATH is skipped. Runs apt-get as root, else through
 # `sudo -n` (never prompts); tries the install first and runs `apt-get update` only if that fails.
@@ -14,6 +14,7 @@ command_of() {
     case "$1" in
         mmseqs2) echo mmseqs ;;
         dssp) echo mkdssp ;;
+        hmmer) echo phmmer ;;
         *) echo "$1" ;;
     esac
 }

@@ -1,0 +1,100 @@
+"""``fairseq-esm-msa-features CHECKPOINT A3M... --out-dir DIR``: the paper's MSA embedding features per protein.
+
+For each A3M (query first): ``<id>.avg.npy`` (L, d) float32, the weighted average of the members' embeddings
+in each query column ("avg"); with ``--cov-k K`` also ``<id>.cov.npy`` (K*K, L, L) float16, the uncentered
+covariance of PCA-projected embeddings ("cov", K = 16 in the paper). The PCA directions are fitted on the
+query embeddings of this run and written to ``pca.npy``; pass ``--pca`` to reuse a training set's directions
+for a test set. ``features.tsv`` lists id, length, rows used, effective rows (sum of weights), empty rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.a3m import A3mFormatError, AlignedRow, read_a3m
+from ..inference.extract import ExtractSpec, extract_representations, resolve_layers
+from ..inference.loading import load_any, pick_device
+from ..inference.msa_features import embed_rows, msa_average, msa_covariance, pca_projection, sequence_weights
+from .common import UsageError, add_model_args, run_main
+from .contacts import file_stems
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="fairseq-esm-msa-features", description=__doc__.splitlines()[0])
+    add_model_args(parser)
+    parser.add_argument("a3m", nargs="+", type=Path, help="A3M files, query first (HHblits, MMseqs2 result2msa)")
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--max-rows", type=int, default=128, help="query + first members used (default %(default)s)")
+    parser.add_argument("--layer", type=int, default=-1, help="representation layer (default: final)")
+    parser.add_argument("--cov-k", type=int, default=0, help="also write the covariance features with K PCA dims")
+    parser.add_argument("--pca", type=Path, help="(K, d) directions from an earlier run's pca.npy")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.max_rows < 1 or args.cov_k < 0:
+        raise UsageError("--max-rows must be >= 1 and --cov-k >= 0")
+    return args
+
+
+def read_all(paths: Sequence[Path], max_rows: int) -> list[list[AlignedRow]]:
+    """Every alignment, or one error naming the bad file and line."""
+    try:
+        return [read_a3m(path, max_rows) for path in paths]
+    except A3mFormatError as err:
+        raise UsageError(str(err)) from None
+
+
+def fit_pca(model, alphabet, msas: list[list[AlignedRow]], layer: int, k: int, toks_per_batch: int) -> np.ndarray:
+    """PCA directions of all query residues' embeddings in this run."""
+    layer = resolve_layers([layer], model.num_layers)[0]
+    spec = ExtractSpec(layers=(layer,), include=frozenset({"per_tok"}), toks_per_batch=toks_per_batch)
+    records = [(rows[0].name, rows[0].sequence) for rows in msas]
+    vectors = [result["representations"][layer].numpy() for _, result in
+               extract_representations(model, alphabet, records, spec)]
+    stacked = np.concatenate(vectors)
+    if len(stacked) < k:
+        raise UsageError(f"--cov-k {k}: only {len(stacked)} query residues to fit the PCA on")
+    return pca_projection(stacked, k)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    msas = read_all(args.a3m, args.max_rows)
+    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    projection = None
+    if args.cov_k:
+        projection = np.load(args.pca) if args.pca else fit_pca(model, alphabet, msas, args.layer, args.cov_k,
+                                                                 args.toks_per_batch)
+        if projection.shape != (args.cov_k, model.cfg.encoder_embed_dim):
+            raise UsageError(f"--pca {args.pca}: shape {projection.shape}, need ({args.cov_k}, "
+                             f"{model.cfg.encoder_embed_dim}) for this model and --cov-k")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    if projection is not None:
+        np.save(args.out_dir / "pca.npy", projection)
+    index = ["id\tlength\trows\teffective_rows\tempty_rows_skipped"]
+    stems = file_stems([rows[0].name for rows in msas])
+    for rows, stem in tqdm(list(zip(msas, stems)), desc="MSAs", unit="msa", disable=args.no_progress):
+        embeddings = embed_rows(model, alphabet, rows, args.layer, args.toks_per_batch)
+        kept = [row for row in rows if row.sequence]
+        weights = sequence_weights([row.aligned() for row in kept])
+        np.save(args.out_dir / f"{stem}.avg.npy", msa_average(embeddings, weights).astype(np.float32))
+        if projection is not None:
+            cov = msa_covariance(embeddings, weights, projection)
+            np.save(args.out_dir / f"{stem}.cov.npy", cov.astype(np.float16))
+        index.append(f"{rows[0].name}\t{len(rows[0].sequence)}\t{len(kept)}\t{weights.sum():.2f}\t"
+                     f"{embeddings.skipped_empty}")
+    (args.out_dir / "features.tsv").write_text("\n".join(index) + "\n")
+    print(f"{len(msas)} proteins -> {args.out_dir} (avg{' + cov' if projection is not None else ''})")
+    return 0
+
+
+def cli() -> None:
+    raise SystemExit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,82 @@
+"""Embeddings of a protein's MSA as features (the paper's "avg" and "cov" feature combination, supplement 13).
+
+Each member is embedded on its own ungapped sequence, then realigned to the query's columns with zero
+vectors at gaps. With sequence weights w_m (1 / number of members within 70% identity, the usual debiasing):
+
+    avg_i   = sum_m w_m h_i^m / sum_m w_m 1_i^m                     (L, d)
+    cov_ijkl = sum_m w_m (P h_i^m)_k (P h_j^m)_l / sum_m w_m 1_i^m 1_j^m   (L, L, k, k), uncentered
+
+with P the first k principal directions of the embeddings (k = 16 in the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..alphabet import EsmAlphabet
+from ..data.a3m import AlignedRow
+from ..models.esm import EsmModel
+from .extract import ExtractSpec, extract_representations, resolve_layers
+
+
+@dataclass
+class AlignedEmbeddings:
+    """Per-member embeddings in query columns: ``values`` (M, L, d) with zeros at gaps, ``present`` (M, L)."""
+
+    values: np.ndarray
+    present: np.ndarray
+    skipped_empty: int = 0
+
+
+def sequence_weights(aligned: Sequence[str], identity: float = 0.7) -> np.ndarray:
+    """(M,) 1 / number of rows whose column-wise identity with this row exceeds ``identity`` (self included)."""
+    codes = np.array([np.frombuffer(row.encode(), dtype=np.uint8) for row in aligned])
+    same = (codes[:, None, :] == codes[None, :, :]).mean(axis=2)  # (M, M) fraction of equal columns
+    return 1.0 / (same > identity).sum(axis=1)
+
+
+def embed_rows(model: EsmModel, alphabet: EsmAlphabet, rows: Sequence[AlignedRow], layer: int = -1,
+               toks_per_batch: int = 4096) -> AlignedEmbeddings:
+    """Embed every non-empty member (one forward per ungapped sequence) and place it in query columns."""
+    kept = [row for row in rows if row.sequence]
+    layer = resolve_layers([layer], model.num_layers)[0]
+    spec = ExtractSpec(layers=(layer,), include=frozenset({"per_tok"}), toks_per_batch=toks_per_batch)
+    length, dim = len(rows[0].columns), model.cfg.encoder_embed_dim
+    values = np.zeros((len(kept), length, dim), np.float32)
+    present = np.zeros((len(kept), length), bool)
+    records = [(row.name, row.sequence) for row in kept]
+    for index, result in extract_representations(model, alphabet, records, spec):
+        columns = np.asarray(kept[index].columns)
+        hit = columns >= 0
+        values[index, hit] = result["representations"][layer].numpy()[columns[hit]]
+        present[index] = hit
+    return AlignedEmbeddings(values, present, skipped_empty=len(rows) - len(kept))
+
+
+def msa_average(embeddings: AlignedEmbeddings, weights: np.ndarray) -> np.ndarray:
+    """(L, d) weighted mean over the members with a residue in each column (0 where none has one)."""
+    numerator = np.einsum("m,mld->ld", weights, embeddings.values)
+    denominator = weights @ embeddings.present
+    return numerator / np.maximum(denominator, 1e-12)[:, None]
+
+
+def pca_projection(vectors: np.ndarray, k: int = 16) -> np.ndarray:
+    """(k, d) the top-k principal directions of (N, d) vectors (uncentered data is projected as is)."""
+    centred = vectors - vectors.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return vt[:k]
+
+
+def msa_covariance(embeddings: AlignedEmbeddings, weights: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """(k*k, L, L) uncentered weighted covariance of projected embeddings; channel k1*k + k2 as in the paper."""
+    projected = torch.from_numpy(embeddings.values @ projection.T.astype(np.float32))  # (M, L, k)
+    w = torch.from_numpy(weights.astype(np.float32))
+    present = torch.from_numpy(embeddings.present.astype(np.float32))
+    cov = torch.einsum("m,mik,mjl->klij", w, projected, projected)  # (k, k, L, L)
+    denominator = torch.einsum("m,mi,mj->ij", w, present, present)
+    k = projection.shape[0]
+    return (cov / denominator.clamp_min(1e-12)).reshape(k * k, *denominator.shape).numpy()
