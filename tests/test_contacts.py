@@ -16,6 +16,7 @@ import torch
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.contacts import main
 from fairseq_esm.data.structures import load_chain
+from fairseq_esm.evaluation.contact_figure import contact_figure
 from fairseq_esm.evaluation.contact_metrics import contact_precisions
 from fairseq_esm.inference.contacts import (
     Regression,
@@ -226,3 +227,31 @@ def test_help_and_one_line_errors(official_checkpoint, tmp_path, capsys) -> None
         assert run_main(main, argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and expected in err[0], err
+
+
+def test_evaluate_draws_predicted_over_true(official_checkpoint, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    checkpoint = spread_checkpoint(tmp_path, official_checkpoint("esm1b"))
+    pngs = tmp_path / "pngs"
+    argv = ["evaluate", str(checkpoint), str(STRUCTURES / "2BEG.pdb.gz"), "--png-dir", str(pngs), "--device", "cpu"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "wrote 1 contact-map PNGs" in captured.err
+    with Image.open(pngs / "2BEG_A.png") as image:
+        assert image.format == "PNG" and image.size == (550, 460)
+    model, alphabet = load_any(checkpoint)
+    chain = load_chain(STRUCTURES / "2BEG.pdb.gz")  # 42 residues, 26 resolved: masked pairs to draw
+    probs, contacts, resolved = predict(model, alphabet, chain.sequence), chain.contacts(), chain.resolved
+    drawn = contact_figure(probs, contacts, resolved)
+    i, j = np.triu_indices(42, k=1)
+    np.testing.assert_allclose(drawn.values[i, j], probs[i, j], rtol=0, atol=1e-6)  # upper: predicted
+    lower = drawn.values[j, i]
+    masked = ~(resolved[i] & resolved[j])
+    assert np.isnan(lower[masked]).all() and masked.sum() > 100  # unresolved pairs shown as masked
+    assert np.array_equal(lower[~masked], contacts[j, i][~masked]) and lower[~masked].sum() > 0  # lower: truth
+    marked = np.concatenate([drawn.true_positives, drawn.false_positives])
+    assert len(marked) == min(42, int(((j - i >= 24) & ~masked).sum())) and (marked[:, 1] - marked[:, 0] >= 24).all()
+    assert contacts[tuple(drawn.true_positives.T)].all() and not contacts[tuple(drawn.false_positives.T)].any()
+    row = dict(zip(*[line.split("\t") for line in captured.out.splitlines()[:2]]))
+    assert row["long_P@L"] == f"{drawn.long_precision:.3f}"  # the title's number is the table's

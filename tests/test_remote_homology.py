@@ -13,11 +13,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from fairseq_esm.alphabet import RESIDUE_LETTERS
+from fairseq_esm.baselines.hmmer_search import all_vs_all
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.homology import main
 from fairseq_esm.inference.loading import untrained_like
 from fairseq_esm.evaluation.remote_homology import (EXCLUDED_FOLDS, ScopDomain, ScopFormatError, composition,
-                                                    drop_excluded_folds, evaluate, pair_counts, parse_header,
+                                                    drop_excluded_folds, evaluate, evaluate_similarity, pair_counts,
+                                                    load_scope_set, parse_header,
                                                     read_scope, subsample_folds)
 from fairseq_esm.inference.loading import load_any
 
@@ -158,6 +160,32 @@ def test_auc_counts_ties_half_and_ignores_excluded():
     assert pair_counts(sccs) == {"fold": 2, "superfamily": 0}
 
 
+def test_similarity_matrix_scores_like_embeddings(slice_fasta):
+    domains, _ = read_scope(str(slice_fasta))
+    sccs = [d.sccs for d in domains[:160]]
+    x = composition(d.sequence for d in domains[:160]) @ np.random.default_rng(0).normal(size=(25, 16))
+    unit = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    by_faiss, by_matrix = evaluate(unit, sccs, "cosine"), evaluate_similarity(unit @ unit.T, sccs, block=41)
+    for level in ("fold", "superfamily"):
+        a, b = by_faiss[level], by_matrix[level]
+        assert (a.hits, a.queries, a.skipped_no_positive) == (b.hits, b.queries, b.skipped_no_positive)
+        assert np.allclose(a.per_query_auc, b.per_query_auc, atol=1e-3) and a.queries > 10
+
+
+def test_unreported_pairs_tie_half_and_never_hit():
+    sccs = ["a.1.1.1", "a.1.1.1", "a.1.2.1", "b.1.1.1", "c.1.1.1", "a.1.3.1"]
+    sim = np.full((6, 6), -np.inf, np.float32)
+    sim[0, 3] = 5.0  # query 0: a negative reported; positives 2 and 5 unreported, tied with negative 4
+    fold = evaluate_similarity(sim, sccs, seed=3)["fold"]
+    assert fold.per_query_auc[0] == pytest.approx(0.25)  # below b.1 (0), tied with c.1 (0.5)
+    assert fold.hits == 0 and fold.queries == 4  # b.1 and c.1 have no positive
+    sim[0, 5] = 1.0
+    again = evaluate_similarity(sim, sccs, seed=3)["fold"]
+    assert again.per_query_auc[0] == pytest.approx(0.375) and again.hits == 1  # (0.5 + 0.25) / 2
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_similarity(sim[:5], sccs)
+
+
 def test_cli_writes_table_with_baselines(official_checkpoint, slice_fasta, tmp_path, capsys):
     checkpoint = official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4)
     out_json, out_md = tmp_path / "rh.json", tmp_path / "rh.md"
@@ -209,3 +237,41 @@ def test_fasta_without_sccs_is_one_line_error(tmp_path, capsys, official_checkpo
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: ") and "uniprot_sample.fasta.gz:1:" in err
     assert "no SCOPe sccs" in err and not (tmp_path / "x.json").exists()
+
+
+def test_cli_adds_hmmer_row(official_checkpoint, slice_fasta, tmp_path, capsys):
+    out_json, out_md = tmp_path / "rh.json", tmp_path / "rh.md"
+    argv = [str(official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4)), "--fasta", str(slice_fasta),
+            "--max-domains", "150", "--seed", "5", "--composition", "--hmm", "phmmer", "--hmm", "phmmer",
+            "--no-progress", "--json", str(out_json), "--markdown", str(out_md)]
+    assert run_main(main, argv) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads(out_json.read_text())["rows"]
+    hmm = rows[-1]
+    assert len(rows) == 5 and hmm["model"].startswith("phmmer (HMMER 3.") and hmm["distance"] == "bit score"
+    assert f"{hmm['model']}: " in printed and " s wall, " in printed and f"| {hmm['model']} | bit score |" in printed
+    assert hmm["reported_pairs"] > 0 and "-Z " in hmm["command"]
+    composition_sf = rows[2]["superfamily"]
+    assert hmm["superfamily"]["queries"] == composition_sf["queries"] > 0  # same domains, same rules
+    domains = load_scope_set(str(slice_fasta), 1022, 150, 5).domains
+    search = all_vs_all([d.sequence for d in domains], "phmmer", progress=False)
+    expected = evaluate_similarity(search.similarity, [d.sccs for d in domains], seed=5)
+    assert all(hmm[level] == expected[level].to_dict() for level in ("fold", "superfamily"))
+    assert 0 < hmm["superfamily"]["hit10"] < 1
+
+
+def test_missing_hmmer_fails_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    argv = [str(tmp_path / "no_such_checkpoint.pt"), "--hmm", "jackhmmer", "--json", str(tmp_path / "x.json"),
+            "--markdown", str(tmp_path / "x.md")]
+    assert run_main(main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: jackhmmer not found on PATH")
+    assert "bash preprocess/install_tools.sh hmmer" in err
+
+
+def test_bad_threads_is_one_line_error(tmp_path, capsys):
+    argv = ["any.pt", "--hmm", "phmmer", "--threads", "0", "--json", str(tmp_path / "x.json"), "--markdown",
+            str(tmp_path / "x.md")]
+    assert run_main(main, argv) == 2
+    assert capsys.readouterr().err.strip() == "error: --threads 0: need at least 1"

@@ -2,7 +2,8 @@
 
 ``predict`` writes each protein's contact map as ``<id>.npy`` and ``<id>.png``; ``fit`` fits the
 layers x heads logistic regression on structures and saves it (optionally a checkpoint that carries
-it); ``evaluate`` prints precision at L, L/2, L/5 by separation range against structures.
+it); ``evaluate`` prints precision at L, L/2, L/5 by separation range against structures and, with
+``--png-dir``, draws each structure's predicted map over its true one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..data.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
 from ..data.structures import ChainStructure, StructureError, load_chain, parse_spec
+from ..evaluation.contact_figure import contact_figure, save_contact_png
 from ..evaluation.contact_metrics import contact_precisions, mean_precisions
 from ..inference.batching import residue_budget
 from ..inference.contacts import (
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("structures", nargs="+", help=STRUCTURES_HELP)
     evaluate.add_argument("--regression", help="contact regression from `fit` (default: the checkpoint's own)")
     evaluate.add_argument("--out", metavar="TABLE.tsv", help="also write the printed table to this file")
+    evaluate.add_argument("--png-dir", metavar="DIR",
+                          help="write <structure>.png per structure: predicted (upper) over true contacts (lower)")
     for sub in (fit, evaluate):
         sub.add_argument("--chain", help="chain id for files given without :CHAIN (default: first protein chain)")
     return parser
@@ -156,7 +160,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print("\n".join(lines))
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
+    if args.png_dir:
+        write_figures(chains, maps, Path(args.png_dir))
     return 0
+
+
+def write_figures(chains: Sequence[ChainStructure], maps: Sequence[np.ndarray], outdir: Path) -> None:
+    """One "predicted over true" PNG per chain, named after the chain (``1LCD_A.png``)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    for chain, probs, stem in zip(chains, maps, file_stems([c.name for c in chains])):
+        save_contact_png(contact_figure(probs, chain.contacts(), chain.resolved), outdir / f"{stem}.png", chain.name)
+    print(f"wrote {len(chains)} contact-map PNGs to {outdir}", file=sys.stderr)
 
 
 def file_stems(ids: Sequence[str]) -> list[str]:

@@ -3,7 +3,8 @@
 Each domain is embedded as the mean of its final-layer representations; faiss ranks all other domains by
 cosine and by L2; Hit-10 and mean per-query AUC are reported at the fold and superfamily levels
 (definitions in :mod:`fairseq_esm.evaluation.remote_homology`). ``--untrained`` adds a random-init model of
-the checkpoint's shape (seeded), ``--composition`` the 25-letter amino-acid composition baseline.
+the checkpoint's shape (seeded), ``--composition`` the 25-letter amino-acid composition baseline, ``--hmm phmmer``
+(and/or ``jackhmmer``) an all-vs-all HMMER search of the same domains ranked by bit score.
 ``--max-domains`` keeps whole folds in a seeded random order so a CPU run takes minutes.
 """
 
@@ -19,8 +20,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..alphabet import EsmAlphabet
+from ..baselines.hmmer_search import TOOLS, HmmerError, HmmerResult, all_vs_all, hmmer_program
 from ..evaluation.remote_homology import (DISTANCES, LEVELS, ScopFormatError, ScopSet, composition, evaluate,
-                                          load_scope_set, pair_counts)
+                                          evaluate_similarity, hierarchy_codes, load_scope_set, pair_counts,
+                                          pair_labels)
 from ..inference.extract import ExtractSpec, ExtractStats, extract_representations, resolve_layers
 from ..inference.loading import load_any, pick_device, untrained_like
 from ..models.esm import EsmModel
@@ -41,11 +44,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="seed of --max-domains and of --untrained's init")
     parser.add_argument("--untrained", action="store_true", help="add a random-init model of the same shape")
     parser.add_argument("--composition", action="store_true", help="add the amino-acid composition baseline")
+    parser.add_argument("--hmm", action="append", default=[], choices=TOOLS,
+                        help="add an all-vs-all HMMER search row (repeatable; jackhmmer runs 3 rounds)")
+    parser.add_argument("--threads", type=int, default=1, help="--cpu of the HMMER runs (default %(default)s)")
     parser.add_argument("--label", help="name of the checkpoint's rows (default: its file name)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     parser.add_argument("--json", type=Path, required=True, help="write settings, counts and rows here")
     parser.add_argument("--markdown", type=Path, required=True, help="write the table here")
     args = parser.parse_args(argv)
+    args.hmm = list(dict.fromkeys(args.hmm))  # each search once
+    if args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: need at least 1")
     if args.max_domains is not None and args.max_domains < 2:
         raise UsageError(f"--max-domains {args.max_domains}: need at least 2 domains to rank")
     return args
@@ -73,6 +82,32 @@ def rows_for(label: str, embeddings: np.ndarray, sccs: list[str]) -> list[dict]:
         results = {level: result.to_dict() for level, result in evaluate(embeddings, sccs, distance).items()}
         rows.append({"model": label, "distance": distance, "dim": int(embeddings.shape[1]),
                      "seconds": round(time.perf_counter() - started, 1), **results})
+    return rows
+
+
+def reported_positives(similarity: np.ndarray, sccs: list[str]) -> dict[str, str]:
+    """Per level: positive pairs with a reported score, of all positive pairs (how much the search sees)."""
+    codes, queries = hierarchy_codes(sccs), np.arange(len(sccs))
+    counts = {}
+    for level in LEVELS:
+        positive = pair_labels(codes, queries, level) == 1
+        counts[level] = f"{int((positive & np.isfinite(similarity)).sum()):,} of {int(positive.sum()):,}"
+    return counts
+
+
+def hmm_rows(tools: list[str], sequences: list[str], sccs: list[str], threads: int, seed: int,
+             progress: bool) -> list[dict]:
+    """One row per HMMER search: all-vs-all bit scores scored with the same Hit-10/AUC code."""
+    rows = []
+    for tool in tools:
+        search: HmmerResult = all_vs_all(sequences, tool, threads, progress=progress)
+        print(f"{search.label}: {len(sequences):,} queries x {len(sequences):,} domains, {threads} thread(s), "
+              f"{search.seconds:.1f} s wall, {search.reported_pairs:,} pairs reported", flush=True)
+        results = {level: result.to_dict() for level, result in evaluate_similarity(search.similarity, sccs,
+                                                                                       seed).items()}
+        rows.append({"model": search.label, "distance": "bit score", "dim": None, "seconds": round(search.seconds, 1),
+                     "command": search.command, "reported_pairs": search.reported_pairs,
+                     "reported_positive_pairs": reported_positives(search.similarity, sccs), **results})
     return rows
 
 
@@ -112,6 +147,11 @@ def require_faiss() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     require_faiss()
+    try:
+        for tool in args.hmm:
+            hmmer_program(tool)  # before any embedding is computed
+    except HmmerError as err:
+        raise UsageError(str(err)) from None
     model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     try:
         data = load_scope_set(args.fasta, args.max_length, args.max_domains, args.seed)
@@ -130,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += rows_for(f"untrained (same shape, seed {args.seed})", embeddings, sccs)
     if args.composition:
         rows += rows_for("amino-acid composition (25-dim)", composition(sequences), sccs)
+    try:
+        rows += hmm_rows(args.hmm, sequences, sccs, args.threads, args.seed, progress)
+    except HmmerError as err:
+        raise UsageError(str(err)) from None
     table = markdown(rows)
     print(table, end="")
     args.markdown.write_text(table)

@@ -11,7 +11,9 @@ superfamily    same superfamily, different family      different SF        same 
 =============  ======================================  ==================  ======================
 
 Hit-10 is the fraction of queries with a positive among the 10 nearest non-excluded domains; AUC is the
-ROC AUC of one query's ranking, averaged over queries. Queries without a positive are skipped and
+ROC AUC of one query's ranking (ties count half), averaged over queries. The same code scores a precomputed
+similarity matrix (an alignment search such as HMMER, where unreported pairs are ``-inf``: they tie at the
+bottom and never count as hits). Queries without a positive are skipped and
 counted. The related folds the paper (after Söding & Remmert 2011) excludes — Rossmann-like c.2-c.5,
 c.27, c.28, c.30, c.31 and the four- to eight-bladed beta-propellers b.66-b.70 — are removed entirely:
 neither queries nor database entries.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, Tuple
 
 import numpy as np
 from scipy.stats import rankdata
@@ -206,14 +208,18 @@ def prepare(embeddings: np.ndarray, distance: str) -> np.ndarray:
 
 
 def score_block(order: np.ndarray, similarity: np.ndarray, labels: np.ndarray, result: LevelResult) -> None:
-    """Add one block of queries: ``order`` (q, n) faiss ranking; ``similarity``, ``labels`` (q, n) by domain."""
+    """Add one block of queries: ``order`` (q, n) ranking, best first; ``similarity``, ``labels`` (q, n) by domain.
+
+    A hit needs a finite similarity: pairs a search method did not report (``-inf``) never count.
+    """
     ranked = np.take_along_axis(labels, order, axis=1)  # (q, n) labels, nearest first
+    reported = np.isfinite(np.take_along_axis(similarity, order, axis=1))  # (q, n), nearest first
     valid_ranked = ranked >= 0
     positives, negatives = (labels == 1).sum(1), (labels == 0).sum(1)
     scored = (positives > 0) & (negatives > 0)
     result.skipped_no_positive += int((positives == 0).sum())
     top = valid_ranked & (np.cumsum(valid_ranked, axis=1) <= HIT_K)  # 10 nearest non-excluded
-    result.hits += int(((ranked == 1) & top).any(1)[scored].sum())
+    result.hits += int(((ranked == 1) & top & reported).any(1)[scored].sum())
     # AUC = (rank sum of positives - P(P+1)/2) / (P N), ascending average ranks (ties count half);
     # excluded pairs get +inf so they rank above every scored pair and leave its rank unchanged
     ranks = rankdata(np.where(labels >= 0, similarity, np.inf), axis=1)
@@ -224,6 +230,23 @@ def score_block(order: np.ndarray, similarity: np.ndarray, labels: np.ndarray, r
     result.queries += int(scored.sum())
 
 
+#: ranks a block of query indices: (order best first, similarity in domain order), both (q, n)
+Ranker = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
+
+
+def score_queries(rank: Ranker, sccs: Sequence[str], block: int = QUERY_BLOCK) -> dict[str, LevelResult]:
+    """Hit-10 and mean per-query AUC at both levels for any method that ranks all domains per query."""
+    codes = hierarchy_codes(sccs)
+    results = {level: LevelResult() for level in LEVELS}
+    n = len(sccs)
+    for start in range(0, n, block):
+        queries = np.arange(start, min(start + block, n))
+        order, similarity = rank(queries)
+        for level in LEVELS:
+            score_block(order, similarity, pair_labels(codes, queries, level), results[level])
+    return results
+
+
 def evaluate(embeddings: np.ndarray, sccs: Sequence[str], distance: str,
              block: int = QUERY_BLOCK) -> dict[str, LevelResult]:
     """Hit-10 and mean per-query AUC at the fold and superfamily levels for one embedding and distance."""
@@ -231,17 +254,34 @@ def evaluate(embeddings: np.ndarray, sccs: Sequence[str], distance: str,
         raise ValueError(f"{len(embeddings)} embeddings for {len(sccs)} domains")
     x = prepare(embeddings, distance)
     index = faiss_index(x, distance)
-    codes = hierarchy_codes(sccs)
-    results = {level: LevelResult() for level in LEVELS}
-    n = len(x)
-    for start in range(0, n, block):
-        queries = np.arange(start, min(start + block, n))
-        scores, order = index.search(x[queries], n)  # (q, n), nearest first; every domain ranked
+
+    def rank(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, order = index.search(x[queries], len(x))  # (q, n), nearest first; every domain ranked
         similarity = np.empty_like(scores)
         np.put_along_axis(similarity, order, scores if distance == "cosine" else -scores, axis=1)  # domain order
-        for level in LEVELS:
-            score_block(order, similarity, pair_labels(codes, queries, level), results[level])
-    return results
+        return order, similarity
+
+    return score_queries(rank, sccs, block)
+
+
+def evaluate_similarity(similarity: np.ndarray, sccs: Sequence[str], seed: int = 0,
+                        block: int = QUERY_BLOCK) -> dict[str, LevelResult]:
+    """The same metrics for a precomputed (n, n) similarity (query rows, higher = closer; -inf = not reported).
+
+    Equal scores (bit scores have one decimal) are ordered by a seeded random permutation for Hit-10, so no
+    domain order in the file favours a query's relatives; AUC counts ties half as for embeddings.
+    """
+    n = len(sccs)
+    if similarity.shape != (n, n):
+        raise ValueError(f"similarity of shape {similarity.shape} for {n} domains")
+    shuffle = np.random.default_rng(seed).permutation(n)
+
+    def rank(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = similarity[queries]
+        order = shuffle[np.argsort(-rows[:, shuffle], axis=1, kind="stable")]  # ties in shuffled order
+        return order, rows
+
+    return score_queries(rank, sccs, block)
 
 
 def pair_counts(sccs: Sequence[str]) -> dict[str, int]:
