@@ -33,7 +33,7 @@ setup(
         "console_scripts": [
             f"fairseq-esm-{name.replace('_', '-')}=fairseq_esm.cli.{name}:cli"
             for name in ("extract", "score", "variants", "contacts", "convert", "ngram", "lm_table", "homology",
-                         "pfam_auc", "plots", "finetune_variants", "msa_features")
+                         "pfam_auc", "plots", "finetune_variants", "msa_features", "probes")
         ],
     },
 )

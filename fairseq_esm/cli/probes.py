@@ -1,0 +1,183 @@
+"""``fairseq-esm-probes CHECKPOINT``: linear SS8 and contact probes with SCOPe-level cross-validation (Table 3).
+
+Labelled chains (``preprocess/structure_labels.py`` output directories) get SCOPe domains by MMseqs2
+transfer from an ASTRAL FASTA (rule in :mod:`fairseq_esm.evaluation.scope_folds`), or from a table a
+previous run saved. For each held-out level (family, superfamily, fold) the domains are split into
+``--folds`` partitions by group; each partition is scored by probes fitted on the others
+(:mod:`fairseq_esm.evaluation.linear_probes`). Rows: the checkpoint, ``--untrained`` (same shape, seeded
+init), ``--onehot`` (residue identity, no model), and chance (training majority state; random ranking).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..evaluation.linear_probes import (SS8_C, ContactProbeConfig, cross_validate, model_features,
+                                        onehot_features)
+from ..evaluation.scope_folds import (LEVELS, RULE, FoldError, LabelledDomain, crop_domains, group_key, partition,
+                                      read_assignments, read_labels, search_domains, write_assignments)
+from ..inference.loading import load_any, pick_device, untrained_like
+from .common import UsageError, add_model_args, run_main
+from .homology import SCOPE_FASTA
+
+ABBREVIATIONS = {"family": "fam", "superfamily": "SF", "fold": "fold"}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="fairseq-esm-probes", description=__doc__.splitlines()[0])
+    add_model_args(parser)
+    parser.add_argument("--labels", action="append", required=True, type=Path,
+                        help="a preprocess/structure_labels.py output directory (repeat for several)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--scope", default=SCOPE_FASTA, help="ASTRAL SCOPe FASTA searched with mmseqs "
+                        "(default %(default)s)")
+    source.add_argument("--assignments", type=Path, help="domain table written by --save-assignments (no search)")
+    parser.add_argument("--save-assignments", type=Path, help="write the accepted domain hits here")
+    parser.add_argument("--min-identity", type=float, default=0.9, help="SCOPe transfer (default %(default)s)")
+    parser.add_argument("--min-coverage", type=float, default=0.8, help="of the domain (default %(default)s)")
+    parser.add_argument("--levels", nargs="+", choices=LEVELS, default=list(LEVELS))
+    parser.add_argument("--folds", type=int, default=5, help="partitions per level (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="partitions, probe init and --untrained's init")
+    parser.add_argument("--layer", type=int, default=-1, help="representation layer (default: last)")
+    parser.add_argument("--epochs", type=int, default=ContactProbeConfig.epochs, help="contact probe epochs")
+    parser.add_argument("--lr", type=float, default=ContactProbeConfig.lr, help="contact probe AdamW lr")
+    parser.add_argument("--untrained", action="store_true", help="add a random-init model of the same shape")
+    parser.add_argument("--onehot", action="store_true", help="add the residue-identity one-hot baseline")
+    parser.add_argument("--label", help="name of the checkpoint's row (default: its file name)")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    parser.add_argument("--json", type=Path, required=True, help="write settings, data counts and rows here")
+    parser.add_argument("--markdown", type=Path, required=True, help="write the table here")
+    args = parser.parse_args(argv)
+    if args.folds < 2:
+        raise UsageError(f"--folds {args.folds}: cross-validation needs at least 2 partitions")
+    return args
+
+
+def load_domains(args: argparse.Namespace) -> tuple[list[LabelledDomain], dict]:
+    """Labelled chains cut into SCOPe domains, and the counts of what was read, assigned and dropped."""
+    chains = [chain for directory in args.labels for chain in read_labels(directory)]
+    names = Counter(name for name, *_ in chains)
+    if max(names.values(), default=0) > 1:
+        raise UsageError(f"chain {names.most_common(1)[0][0]} appears in two --labels directories")
+    if args.assignments:
+        hits, rule = read_assignments(args.assignments), f"read from {args.assignments}"
+    else:
+        hits = search_domains([(name, seq) for name, seq, *_ in chains], args.scope, args.min_identity,
+                              args.min_coverage)
+        rule = RULE.format(identity=args.min_identity, coverage=args.min_coverage)
+    if args.save_assignments:
+        write_assignments(args.save_assignments, hits)
+    domains, dropped = crop_domains(chains, hits)
+    counts = {"chains": len(chains), "assigned_regions": len(hits), "domains": len(domains),
+              "residues": sum(len(d.sequence) for d in domains), "dropped": dict(dropped), "rule": rule,
+              **{f"{level}_groups": len({group_key(d.sccs, level) for d in domains}) for level in LEVELS}}
+    return domains, counts
+
+
+def level_partitions(domains: list[LabelledDomain], levels: Sequence[str], folds: int, seed: int
+                     ) -> dict[str, list[int]]:
+    """Partition index of every domain, per level, balanced by residues."""
+    weights = [len(d.sequence) for d in domains]
+    try:
+        return {level: partition([group_key(d.sccs, level) for d in domains], weights, folds, seed, level)
+                for level in levels}
+    except FoldError as err:
+        raise UsageError(str(err)) from None
+
+
+def score_row(label: str, features: list[np.ndarray], domains: list[LabelledDomain], parts: dict[str, list[int]],
+              cfg: ContactProbeConfig, progress: bool) -> dict:
+    """One table row: both probes cross-validated at every level."""
+    started = time.perf_counter()
+    levels = {level: cross_validate(domains, features, part, cfg, f"{label} / {level}", progress)
+              for level, part in parts.items()}
+    return {"model": label, "dim": int(features[0].shape[1]), "levels": levels,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def chance_row(row: dict) -> dict:
+    """Chance levels read off a scored row: majority training state (SS8), random ranking (contacts)."""
+    levels = {level: {"ss8_accuracy": scores["ss8_majority"], "contact_long_P@L": scores["contact_random"]}
+              for level, scores in row["levels"].items()}
+    return {"model": "chance (majority state; random ranking)", "levels": levels}
+
+
+def markdown(rows: list[dict], levels: Sequence[str]) -> str:
+    """Rows as a markdown table: mean ± std over partitions, SS8 accuracy then contact Top-L long-range."""
+    def cell(metric: dict) -> str:
+        if metric["mean"] is None:
+            return "–"
+        return f"{metric['mean']:.3f}" + (f" ± {metric['std']:.3f}" if metric["std"] is not None else "")
+
+    columns = (["model"] + [f"SS8 {ABBREVIATIONS[level]}" for level in levels]
+               + [f"contact P@L LR {ABBREVIATIONS[level]}" for level in levels])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [row["model"]] + [cell(row["levels"][level]["ss8_accuracy"]) for level in levels]
+        cells += [cell(row["levels"][level]["contact_long_P@L"]) for level in levels]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def describe(counts: dict, folds: int) -> str:
+    """What was evaluated: chains, domains, groups per level, what was dropped and why."""
+    dropped = "; ".join(f"{reason}: {n}" for reason, n in counts["dropped"].items()) or "none"
+    return (f"SCOPe assignment: {counts['rule']}\n"
+            f"{counts['chains']} labelled chains -> {counts['assigned_regions']} assigned regions -> "
+            f"{counts['domains']} domains ({counts['residues']:,} residues); dropped: {dropped}\n"
+            f"groups: {counts['family_groups']} families, {counts['superfamily_groups']} superfamilies, "
+            f"{counts['fold_groups']} folds; {folds} partitions per level")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    try:
+        domains, counts = load_domains(args)
+    except FoldError as err:
+        raise UsageError(str(err)) from None
+    print(describe(counts, args.folds))
+    parts = level_partitions(domains, args.levels, args.folds, args.seed)
+    cfg = ContactProbeConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+    progress, sequences = not args.no_progress, [d.sequence for d in domains]
+    label = args.label or Path(args.checkpoint).name
+    features = model_features(model, alphabet, sequences, args.layer, args.toks_per_batch, label, progress)
+    rows = [score_row(label, features, domains, parts, cfg, progress)]
+    if args.untrained:
+        untrained = untrained_like(model, alphabet, args.seed)
+        features = model_features(untrained, alphabet, sequences, args.layer, args.toks_per_batch, "untrained",
+                                  progress)
+        rows.append(score_row(f"untrained (same shape, seed {args.seed})", features, domains, parts, cfg, progress))
+    if args.onehot:
+        rows.append(score_row("residue one-hot (25-dim, no model)", onehot_features(sequences), domains, parts, cfg,
+                              progress))
+    rows.append(chance_row(rows[0]))
+    table = markdown(rows, args.levels)
+    print(table, end="")
+    args.markdown.write_text(table)
+    settings = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if k == "labels" else v)
+                for k, v in vars(args).items()}
+    report = {"settings": settings, "ss8_C": SS8_C, "contact_probe": asdict(cfg), "data": counts,
+              "partition_domains": {level: np.bincount(part).tolist() for level, part in parts.items()},
+              "domains": [{"name": d.name, "sccs": d.sccs, "length": len(d.sequence),
+                           **{f"{level}_partition": part[i] for level, part in parts.items()}}
+                          for i, d in enumerate(domains)],
+              "rows": rows}
+    args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def cli() -> None:
+    raise SystemExit(run_main(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,179 @@
+"""Linear probes of per-residue representations (ESM-1b paper, Table 3 and appendix "Linear projections").
+
+- Secondary structure: multinomial logistic regression (L2, ``C`` fixed at :data:`SS8_C`, features
+  standardised on the training residues) from one residue's representation to its DSSP 8-state label;
+  scored as 8-class accuracy over the test residues that have a label.
+- Contacts: two linear maps ``P``, ``Q`` (``C -> dim``, with vector biases) and a scalar bias ``b``:
+  ``logit(i, j) = (P h_i + p) . (Q h_j + q) + b``, fitted with AdamW on binary cross-entropy over every
+  resolved pair ``j - i >= 6`` of the training proteins (one protein per step, fixed epochs and seed);
+  scored as Top-L long-range precision (``j - i >= 24``) per test protein.
+
+:func:`cross_validate` fits both on all partitions but one and scores the held-out one, for every partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+from tqdm import tqdm
+
+from ..alphabet import EsmAlphabet, RESIDUE_LETTERS
+from ..data.dssp import SS8
+from ..inference.extract import ExtractSpec, extract_representations, resolve_layers
+from ..models.esm import EsmModel
+from .contact_metrics import contact_precisions
+from .scope_folds import LabelledDomain
+
+SS8_C = 1.0  # the paper found the penalty made no difference; fixed, never tuned on test partitions
+SS8_MAX_ITER = 500
+MIN_SEPARATION = 6  # pairs closer in sequence are neither trained on nor scored
+METRIC = "long_P@L"
+
+
+@dataclass(frozen=True)
+class ContactProbeConfig:
+    """The bilinear probe's fixed settings: the paper's dim 128 and weight decay 0.2; lr and epochs ours."""
+
+    dim: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.2
+    epochs: int = 10
+    seed: int = 1
+
+
+def model_features(model: EsmModel, alphabet: EsmAlphabet, sequences: Sequence[str], layer: int = -1,
+                   toks_per_batch: int = 4096, desc: str = "features", progress: bool = True) -> list[np.ndarray]:
+    """(L, C) float32 representations of ``layer`` (fair-esm numbering, -1 = last) for every sequence."""
+    chosen = resolve_layers([layer], model.num_layers)[0]
+    spec = ExtractSpec(layers=(chosen,), include=frozenset({"per_tok"}), toks_per_batch=toks_per_batch)
+    out: list[np.ndarray] = [np.empty(0)] * len(sequences)
+    records = [(str(i), seq) for i, seq in enumerate(sequences)]
+    for index, result in tqdm(extract_representations(model, alphabet, records, spec), total=len(records),
+                              desc=desc, unit="domain", disable=not progress):
+        out[index] = result["representations"][chosen].numpy()
+    return out
+
+
+def onehot_features(sequences: Sequence[str]) -> list[np.ndarray]:
+    """(L, 25) residue identity one-hot: the no-model baseline (no profile, no context)."""
+    index = {letter: i for i, letter in enumerate(RESIDUE_LETTERS)}
+    eye = np.eye(len(RESIDUE_LETTERS), dtype=np.float32)
+    return [eye[[index.get(c, index["X"]) for c in seq]] for seq in sequences]
+
+
+def ss8_targets(ss8: str) -> np.ndarray:
+    """(L,) state index into :data:`SS8`, -1 where masked."""
+    lookup = {state: i for i, state in enumerate(SS8)}
+    return np.array([lookup.get(c, -1) for c in ss8], dtype=np.int64)
+
+
+def ss8_accuracy(train: Sequence[int], test: Sequence[int], domains: Sequence[LabelledDomain],
+                 features: Sequence[np.ndarray]) -> tuple[float, float, int]:
+    """(probe accuracy, majority-class accuracy, labelled test residues): fit on ``train``, score ``test``."""
+    def stack(items: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        targets = [ss8_targets(domains[i].ss8) for i in items]
+        x = np.concatenate([features[i][t >= 0] for i, t in zip(items, targets)])
+        return x, np.concatenate([t[t >= 0] for t in targets])
+
+    x_train, y_train = stack(train)
+    x_test, y_test = stack(test)
+    scaler = StandardScaler().fit(x_train)
+    probe = LogisticRegression(C=SS8_C, max_iter=SS8_MAX_ITER).fit(scaler.transform(x_train), y_train)
+    accuracy = float((probe.predict(scaler.transform(x_test)) == y_test).mean())
+    majority = float((y_test == np.bincount(y_train).argmax()).mean())
+    return accuracy, majority, len(y_test)
+
+
+class BilinearContactProbe(nn.Module):
+    """``logit(i, j) = (P h_i + p) . (Q h_j + q) + b`` on standardised representations."""
+
+    def __init__(self, embed_dim: int, dim: int, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.left, self.right = nn.Linear(embed_dim, dim), nn.Linear(embed_dim, dim)
+        self.bias = nn.Parameter(torch.zeros(()))
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, reps: torch.Tensor) -> torch.Tensor:
+        x = (reps - self.mean) / self.std  # (L, C)
+        return self.left(x) @ self.right(x).T + self.bias  # (L, dim) @ (dim, L) -> (L, L)
+
+
+def _pair_mask(contacts: np.ndarray) -> torch.Tensor:
+    """(L, L) True for supervised pairs: i < j, j - i >= 6, both residues resolved."""
+    upper = np.triu(np.ones(contacts.shape, dtype=bool), k=MIN_SEPARATION)
+    return torch.from_numpy(upper & (contacts >= 0))
+
+
+def fit_contacts(features: Sequence[np.ndarray], contacts: Sequence[np.ndarray],
+                 cfg: ContactProbeConfig = ContactProbeConfig()) -> BilinearContactProbe:
+    """The bilinear probe fitted with AdamW, one protein per step, ``cfg.epochs`` seeded passes."""
+    stacked = np.concatenate(features)
+    torch.manual_seed(cfg.seed)
+    probe = BilinearContactProbe(stacked.shape[1], cfg.dim, stacked.mean(0), stacked.std(0) + 1e-6)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    data = [(torch.from_numpy(f), torch.from_numpy(c.astype(np.float32)), _pair_mask(c))
+            for f, c in zip(features, contacts)]
+    data = [item for item in data if item[2].any()]
+    order = np.random.default_rng(cfg.seed)
+    for _ in range(cfg.epochs):
+        for index in order.permutation(len(data)):
+            reps, target, mask = data[index]
+            loss = nn.functional.binary_cross_entropy_with_logits(probe(reps)[mask], target[mask])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return probe.eval()
+
+
+@torch.no_grad()
+def contact_scores(probe: BilinearContactProbe, features: np.ndarray) -> np.ndarray:
+    """(L, L) contact probabilities of one protein (row i < column j is what the metric reads)."""
+    return torch.sigmoid(probe(torch.from_numpy(features))).numpy()
+
+
+def contact_precision(train: Sequence[int], test: Sequence[int], domains: Sequence[LabelledDomain],
+                      features: Sequence[np.ndarray], cfg: ContactProbeConfig) -> tuple[float, float, int]:
+    """(mean Top-L long-range precision, mean random-ranking rate, proteins scored) over ``test``."""
+    probe = fit_contacts([features[i] for i in train], [domains[i].contacts for i in train], cfg)
+    scored = [contact_precisions(contact_scores(probe, features[i]), domains[i].contacts == 1,
+                                 domains[i].resolved) for i in test]
+    scored = [row for row in scored if np.isfinite(row[METRIC])]  # no long-range pair resolved: not scored
+    if not scored:
+        return float("nan"), float("nan"), 0
+    return (float(np.mean([r[METRIC] for r in scored])), float(np.mean([r["long_random"] for r in scored])),
+            len(scored))
+
+
+def summary(values: Sequence[float]) -> dict:
+    """Mean and sample standard deviation (ddof 1) over partitions, and the values themselves."""
+    finite = [v for v in values if np.isfinite(v)]
+    return {"mean": float(np.mean(finite)) if finite else None,
+            "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+            "partitions": [round(v, 4) if np.isfinite(v) else None for v in values]}
+
+
+def cross_validate(domains: Sequence[LabelledDomain], features: Sequence[np.ndarray], parts: Sequence[int],
+                   cfg: ContactProbeConfig = ContactProbeConfig(), desc: str = "probes",
+                   progress: bool = True) -> dict:
+    """Both probes on every held-out partition: per-partition scores, their mean ± std, and chance levels."""
+    folds = max(parts) + 1
+    scores: dict[str, list] = {key: [] for key in ("ss8", "ss8_majority", "residues", "contact",
+                                                   "contact_random", "proteins")}
+    for held in tqdm(range(folds), desc=desc, unit="partition", disable=not progress):
+        train = [i for i, p in enumerate(parts) if p != held]
+        test = [i for i, p in enumerate(parts) if p == held]
+        for key, value in zip(("ss8", "ss8_majority", "residues"), ss8_accuracy(train, test, domains, features)):
+            scores[key].append(value)
+        for key, value in zip(("contact", "contact_random", "proteins"),
+                              contact_precision(train, test, domains, features, cfg)):
+            scores[key].append(value)
+    return {"ss8_accuracy": summary(scores["ss8"]), "ss8_majority": summary(scores["ss8_majority"]),
+            "contact_long_P@L": summary(scores["contact"]), "contact_random": summary(scores["contact_random"]),
+            "test_residues": scores["residues"], "test_proteins": scores["proteins"]}
