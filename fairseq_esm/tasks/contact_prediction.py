@@ -1,0 +1,17 @@
+"""The ``protein_contacts`` task: binary 8 Å contact maps with a 2D head on ESM representations.
+
+Same data dir, backbone and feature plumbing as ``protein_ss8`` (``tasks/secondary_structure.py``); the target is
+``{split}.contacts`` (L×L, ``-1`` where a residue is unresolved), so only splits built from structures (train,
+valid) have it: CB513 has none. Memory grows with L²: ``--max-positions`` bounds the proteins batched.
+"""
+
+from fairseq.tasks import register_task
+
+from .secondary_structure import StructureLabelsTask, StructureTaskConfig
+
+
+@register_task("protein_contacts", dataclass=StructureTaskConfig)
+class ContactPredictionTask(StructureLabelsTask):
+    """Contacts between residue pairs; pairs with an unresolved residue are never scored."""
+
+    target = "contacts"
