@@ -1,0 +1,98 @@
+"""Add MSA-averaged representations ("avg", paper supplement 12–13) to a structure-heads data dir.
+
+    python preprocess/msa_split_features.py data-ss CHECKPOINT \\
+        --db ../shared/data/pretrain_uniprot/mmseqs2_examples_DB.fasta.gz [--splits train valid test]
+
+For every protein of each split (``preprocess/structure_dataset.py`` output) an MSA is built with MMseqs2
+against ``--db`` (``fairseq_esm.data.msa_search``), every member is embedded with CHECKPOINT, and the
+sequence-weighted average per query column is written, in record order, to ``DIR/{split}.features.npy``
+(residues × d float32): train the heads with ``--feature-dim d``. ``DIR/{split}.msa_depth.txt`` lists each
+protein's MSA rows, so a user sees which proteins had no homolog (their avg is their own embedding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from fairseq.data import Dictionary
+from fairseq.data.indexed_dataset import MMapIndexedDataset
+from tqdm import tqdm
+
+from fairseq_esm.cli.common import UsageError, add_model_args, run_main
+from fairseq_esm.data.a3m import read_a3m
+from fairseq_esm.data.msa_search import MsaSearchError, search_msas
+from fairseq_esm.inference.loading import load_any, pick_device
+from fairseq_esm.inference.msa_features import embed_rows, msa_average, sequence_weights
+
+
+def split_records(data: Path, split: str) -> list[tuple[str, str]]:
+    """(name, sequence) of a split in record order, decoded from its token dataset and names file."""
+    names = (data / f"{split}.names.txt").read_text().splitlines()
+    tokens = MMapIndexedDataset(str(data / split))
+    dictionary = Dictionary.load(str(data / "dict.txt"))
+    sequences = ["".join(dictionary[int(t)] for t in tokens[i][:-1]) for i in range(len(tokens))]
+    if len(names) != len(sequences):
+        raise UsageError(f"{data}/{split}: {len(names)} names for {len(sequences)} sequences; rebuild the split")
+    return list(zip(names, sequences))
+
+
+def split_features(model, alphabet, records: list[tuple[str, str]], db: str, args: argparse.Namespace,
+                   work: Path) -> tuple[np.ndarray, list[int]]:
+    """(residues × d) averaged representations in record order, and each protein's MSA depth."""
+    texts = search_msas(records, db, args.iterations, args.evalue, args.max_seqs, args.threads)
+    blocks, depths = [], []
+    for i, text in enumerate(tqdm(texts, desc="MSA features", unit="protein", disable=args.no_progress)):
+        path = work / f"{i}.a3m"
+        path.write_text(text)
+        rows = read_a3m(path, args.max_rows)
+        embeddings = embed_rows(model, alphabet, rows, args.layer, args.toks_per_batch)
+        weights = sequence_weights([row.aligned() for row in rows if row.sequence])
+        blocks.append(msa_average(embeddings, weights).astype(np.float32))
+        depths.append(len(rows))
+    return np.concatenate(blocks), depths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path, help="data dir of preprocess/structure_dataset.py")
+    add_model_args(parser)
+    parser.add_argument("--db", required=True, help="FASTA database to search (plain or .gz)")
+    parser.add_argument("--splits", nargs="+", default=["train", "valid", "test"])
+    parser.add_argument("--max-rows", type=int, default=64, help="query + members averaged (default %(default)s)")
+    parser.add_argument("--layer", type=int, default=-1)
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("-e", "--evalue", type=float, default=1e-3)
+    parser.add_argument("--max-seqs", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if not Path(args.db).is_file():
+        raise UsageError(f"{args.db}: no such database file")
+    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    for split in args.splits:
+        if not (args.data / f"{split}.names.txt").exists():
+            print(f"{split}: not in {args.data}, skipped", file=sys.stderr)
+            continue
+        started = time.perf_counter()
+        records = split_records(args.data, split)
+        with tempfile.TemporaryDirectory(prefix="fairseq-esm-msa-") as work:
+            try:
+                features, depths = split_features(model, alphabet, records, args.db, args, Path(work))
+            except MsaSearchError as err:
+                raise UsageError(str(err)) from None
+        np.save(args.data / f"{split}.features.npy", features)
+        depth_lines = "".join(f"{name}\t{depth}\n" for (name, _), depth in zip(records, depths))
+        (args.data / f"{split}.msa_depth.txt").write_text(depth_lines)
+        print(f"{split}: {len(records)} proteins, {features.shape[0]} residues × {features.shape[1]} -> "
+              f"{split}.features.npy; MSA rows median {int(np.median(depths))}, {sum(d == 1 for d in depths)} "
+              f"without a homolog; {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
