@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: env tools demo test test-all bench bench-extract bench-train table1 clean
+.PHONY: env tools demo test test-all bench bench-extract bench-train table1 downstream clean
 
 env: $(STAMP) tools
 
@@ -34,6 +34,10 @@ test-all: env
 
 table1: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/table1_small.sh
+
+# issue 7's structure tables (probes, SS8/contact heads, MSA avg) from the table1 model; HOMOLOGY=1 adds Table 2
+downstream: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/downstream_small.sh
 
 bench: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/binarize_speed.py
