@@ -82,9 +82,9 @@ def test_bilinear_probe_learns_a_planted_contact_signal():
     domains, features = planted_domains(12, 80, 8, seed=0)
     train, test = list(range(8)), list(range(8, 12))
     cfg = ContactProbeConfig(dim=16, epochs=15)
-    precision, random_rate, scored = contact_precision(train, test, domains, features, cfg)
-    assert scored == 4 and random_rate < 0.2
-    assert precision > 0.9
+    precision, random_rate, per_protein = contact_precision(train, test, domains, features, cfg)
+    assert len(per_protein) == 4 and random_rate < 0.2
+    assert precision > 0.9 and precision == pytest.approx(np.mean(per_protein))
     noise = [np.random.default_rng(i).normal(size=f.shape).astype(np.float32) for i, f in enumerate(features)]
     blind, _, _ = contact_precision(train, test, domains, noise, cfg)
     assert blind < 0.3  # without the signal the same probe is at chance
@@ -149,6 +149,41 @@ def test_cli_end_to_end_json_and_markdown_agree(tmp_path, official_checkpoint):
         assert f"{ss8['mean']:.3f}" in line and f"{contact['mean']:.3f}" in line
         assert len(ss8["partitions"]) == 3
     assert report["data"]["domains"] == len(report["domains"]) == sum(report["partition_domains"]["fold"])
+
+
+def test_cli_per_domain_scores_reproduce_the_table_and_draw_histograms(tmp_path, official_checkpoint):
+    checkpoint = official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4)
+    status, report, _ = run_cli(tmp_path, checkpoint, "--untrained", "--levels", "family", "fold", "--png-dir",
+                                str(tmp_path / "png"))
+    assert status == 0
+    for level in ("family", "fold"):
+        wanted = [(d["name"], d["sccs"], d[f"{level}_partition"]) for d in report["domains"]]
+        for row in report["rows"][:2]:
+            scores = row["levels"][level]
+            per_domain = scores["per_domain"]
+            assert [(d["domain"], d["sccs"], d["partition"]) for d in per_domain] == wanted  # each tested once
+            for held, (ss8, contact) in enumerate(zip(scores["ss8_accuracy"]["partitions"],
+                                                      scores["contact_long_P@L"]["partitions"])):
+                mine = [d for d in per_domain if d["partition"] == held]
+                pooled = sum(d["ss8_accuracy"] * d["residues"] for d in mine) / sum(d["residues"] for d in mine)
+                assert pooled == pytest.approx(ss8, abs=2e-4)  # SS8: pooled over residues
+                assert sum(d["residues"] for d in mine) == scores["test_residues"][held]
+                precisions = [d["contact_long_P@L"] for d in mine if d["contact_long_P@L"] is not None]
+                assert len(precisions) == scores["test_proteins"][held]
+                assert np.mean(precisions) == pytest.approx(contact, abs=2e-4)  # contacts: mean over proteins
+        png = tmp_path / "png" / f"probes_{level}.png"
+        header = png.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")) == (1100, 450)
+    assert not (tmp_path / "png" / "probes_superfamily.png").exists()
+
+
+def test_cli_png_dir_that_is_a_file_is_one_error_line(tmp_path, official_checkpoint, capsys):
+    checkpoint = official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4)
+    (tmp_path / "taken").write_text("")
+    status, _, _ = run_cli(tmp_path, checkpoint, "--png-dir", str(tmp_path / "taken"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: --png-dir")
 
 
 def test_cli_too_many_folds_is_one_error_line(tmp_path, official_checkpoint, capsys):

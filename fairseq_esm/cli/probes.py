@@ -6,6 +6,7 @@ previous run saved. For each held-out level (family, superfamily, fold) the doma
 ``--folds`` partitions by group; each partition is scored by probes fitted on the others
 (:mod:`fairseq_esm.evaluation.linear_probes`). Rows: the checkpoint, ``--untrained`` (same shape, seeded
 init), ``--onehot`` (residue identity, no model), and chance (training majority state; random ranking).
+The JSON keeps every domain's own test score per row and level; ``--png-dir`` draws their histograms.
 """
 
 from __future__ import annotations
@@ -55,9 +56,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     parser.add_argument("--json", type=Path, required=True, help="write settings, data counts and rows here")
     parser.add_argument("--markdown", type=Path, required=True, help="write the table here")
+    parser.add_argument("--png-dir", type=Path, help="write per-domain score histograms here, one PNG per level "
+                        "(probes_LEVEL.png; paper Figures S2/S3)")
     args = parser.parse_args(argv)
     if args.folds < 2:
         raise UsageError(f"--folds {args.folds}: cross-validation needs at least 2 partitions")
+    if args.png_dir is not None:  # made now, so a bad path fails before the probes run
+        try:
+            args.png_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--png-dir {args.png_dir}: {err.strerror}") from None
     return args
 
 
@@ -137,6 +145,13 @@ def describe(counts: dict, folds: int) -> str:
             f"{counts['fold_groups']} folds; {folds} partitions per level")
 
 
+def write_histograms(rows: list[dict], levels: Sequence[str], directory: Path) -> None:
+    """One per-domain histogram PNG per level (see :mod:`fairseq_esm.evaluation.probe_plots`)."""
+    from ..evaluation.probe_plots import plot_probe_histograms  # matplotlib only when asked for
+    for level in levels:
+        print(f"wrote {plot_probe_histograms(rows, level, directory / f'probes_{level}.png')}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
@@ -172,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           for i, d in enumerate(domains)],
               "rows": rows}
     args.json.write_text(json.dumps(report, indent=2))
+    if args.png_dir is not None:
+        write_histograms(rows, args.levels, args.png_dir)
     return 0
 
 

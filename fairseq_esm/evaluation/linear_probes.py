@@ -34,6 +34,7 @@ SS8_C = 1.0  # the paper found the penalty made no difference; fixed, never tune
 SS8_MAX_ITER = 500
 MIN_SEPARATION = 6  # pairs closer in sequence are neither trained on nor scored
 METRIC = "long_P@L"
+METRIC_KEY = "contact_long_P@L"  # the name of the contact score in results
 
 
 @dataclass(frozen=True)
@@ -74,20 +75,24 @@ def ss8_targets(ss8: str) -> np.ndarray:
 
 
 def ss8_accuracy(train: Sequence[int], test: Sequence[int], domains: Sequence[LabelledDomain],
-                 features: Sequence[np.ndarray]) -> tuple[float, float, int]:
-    """(probe accuracy, majority-class accuracy, labelled test residues): fit on ``train``, score ``test``."""
+                 features: Sequence[np.ndarray]) -> tuple[float, float, list[tuple[int, int]]]:
+    """(probe accuracy, majority-class accuracy, (correct, labelled) residues of each test domain): fit on
+    ``train``, score ``test``; the accuracy is pooled over the test residues, not averaged over domains."""
+    targets = {i: ss8_targets(domains[i].ss8) for i in (*train, *test)}
+
     def stack(items: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        targets = [ss8_targets(domains[i].ss8) for i in items]
-        x = np.concatenate([features[i][t >= 0] for i, t in zip(items, targets)])
-        return x, np.concatenate([t[t >= 0] for t in targets])
+        x = np.concatenate([features[i][targets[i] >= 0] for i in items])
+        return x, np.concatenate([targets[i][targets[i] >= 0] for i in items])
 
     x_train, y_train = stack(train)
     x_test, y_test = stack(test)
     scaler = StandardScaler().fit(x_train)
     probe = LogisticRegression(C=SS8_C, max_iter=SS8_MAX_ITER).fit(scaler.transform(x_train), y_train)
-    accuracy = float((probe.predict(scaler.transform(x_test)) == y_test).mean())
+    hits = probe.predict(scaler.transform(x_test)) == y_test
+    bounds = np.cumsum([0] + [int((targets[i] >= 0).sum()) for i in test])
+    per_domain = [(int(hits[a:b].sum()), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
     majority = float((y_test == np.bincount(y_train).argmax()).mean())
-    return accuracy, majority, len(y_test)
+    return float(hits.mean()), majority, per_domain
 
 
 class BilinearContactProbe(nn.Module):
@@ -139,16 +144,17 @@ def contact_scores(probe: BilinearContactProbe, features: np.ndarray) -> np.ndar
 
 
 def contact_precision(train: Sequence[int], test: Sequence[int], domains: Sequence[LabelledDomain],
-                      features: Sequence[np.ndarray], cfg: ContactProbeConfig) -> tuple[float, float, int]:
-    """(mean Top-L long-range precision, mean random-ranking rate, proteins scored) over ``test``."""
+                      features: Sequence[np.ndarray], cfg: ContactProbeConfig) -> tuple[float, float, list[float]]:
+    """(mean Top-L long-range precision over the scored test proteins, their mean random-ranking rate, each test
+    protein's precision): NaN for a protein without a resolved long-range pair, which is not scored."""
     probe = fit_contacts([features[i] for i in train], [domains[i].contacts for i in train], cfg)
-    scored = [contact_precisions(contact_scores(probe, features[i]), domains[i].contacts == 1,
-                                 domains[i].resolved) for i in test]
-    scored = [row for row in scored if np.isfinite(row[METRIC])]  # no long-range pair resolved: not scored
+    rows = [contact_precisions(contact_scores(probe, features[i]), domains[i].contacts == 1,
+                               domains[i].resolved) for i in test]
+    per_domain = [row[METRIC] for row in rows]
+    scored = [row for row in rows if np.isfinite(row[METRIC])]
     if not scored:
-        return float("nan"), float("nan"), 0
-    return (float(np.mean([r[METRIC] for r in scored])), float(np.mean([r["long_random"] for r in scored])),
-            len(scored))
+        return float("nan"), float("nan"), per_domain
+    return float(np.mean([r[METRIC] for r in scored])), float(np.mean([r["long_random"] for r in scored])), per_domain
 
 
 def summary(values: Sequence[float]) -> dict:
@@ -159,21 +165,36 @@ def summary(values: Sequence[float]) -> dict:
             "partitions": [round(v, 4) if np.isfinite(v) else None for v in values]}
 
 
+def domain_score(domain: LabelledDomain, partition: int, correct: int, labelled: int, precision: float) -> dict:
+    """One tested domain's JSON row: SS8 accuracy over its ``labelled`` residues, its Top-L long-range precision
+    (4 decimals; None where it has no labelled residue or no resolved long-range pair)."""
+    def rounded(value: float) -> float | None:
+        return round(float(value), 4) if np.isfinite(value) else None
+
+    return {"domain": domain.name, "sccs": domain.sccs, "partition": partition, "residues": labelled,
+            "ss8_accuracy": rounded(correct / labelled) if labelled else None, METRIC_KEY: rounded(precision)}
+
+
 def cross_validate(domains: Sequence[LabelledDomain], features: Sequence[np.ndarray], parts: Sequence[int],
                    cfg: ContactProbeConfig = ContactProbeConfig(), desc: str = "probes",
                    progress: bool = True) -> dict:
-    """Both probes on every held-out partition: per-partition scores, their mean ± std, and chance levels."""
+    """Both probes on every held-out partition: per-partition scores, their mean ± std, chance levels, and the
+    score of every domain in the one partition that tested it (``per_domain``, in domain order)."""
     folds = max(parts) + 1
     scores: dict[str, list] = {key: [] for key in ("ss8", "ss8_majority", "residues", "contact",
                                                    "contact_random", "proteins")}
+    per_domain: list[dict] = [{}] * len(domains)
     for held in tqdm(range(folds), desc=desc, unit="partition", disable=not progress):
         train = [i for i, p in enumerate(parts) if p != held]
         test = [i for i, p in enumerate(parts) if p == held]
-        for key, value in zip(("ss8", "ss8_majority", "residues"), ss8_accuracy(train, test, domains, features)):
+        accuracy, majority, ss8_counts = ss8_accuracy(train, test, domains, features)
+        contact, random_rate, precisions = contact_precision(train, test, domains, features, cfg)
+        for key, value in (("ss8", accuracy), ("ss8_majority", majority), ("contact", contact),
+                           ("contact_random", random_rate), ("residues", sum(n for _, n in ss8_counts)),
+                           ("proteins", int(np.isfinite(precisions).sum()))):
             scores[key].append(value)
-        for key, value in zip(("contact", "contact_random", "proteins"),
-                              contact_precision(train, test, domains, features, cfg)):
-            scores[key].append(value)
+        for i, (correct, labelled), precision in zip(test, ss8_counts, precisions):
+            per_domain[i] = domain_score(domains[i], held, correct, labelled, precision)
     return {"ss8_accuracy": summary(scores["ss8"]), "ss8_majority": summary(scores["ss8_majority"]),
-            "contact_long_P@L": summary(scores["contact"]), "contact_random": summary(scores["contact_random"]),
-            "test_residues": scores["residues"], "test_proteins": scores["proteins"]}
+            METRIC_KEY: summary(scores["contact"]), "contact_random": summary(scores["contact_random"]),
+            "test_residues": scores["residues"], "test_proteins": scores["proteins"], "per_domain": per_domain}
