@@ -47,7 +47,17 @@ def search_msas(queries: Sequence[tuple[str, str]], database: str | Path, iterat
         _run([program, "result2msa", str(work / "qdb"), str(work / "tdb"), str(work / "res"), str(work / "msa"),
               "--msa-format-mode", "6", "--threads", str(threads), *quiet])
         _run([program, "unpackdb", str(work / "msa"), str(work / "out"), "--unpack-name-mode", "0", *quiet])
-        return [_a3m_text(work / "out" / str(i), name, seq) for i, (name, seq) in enumerate(queries)]
+        key_of = _query_keys(work / "qdb.lookup")
+        return [_a3m_text(work / "out" / key_of[f"q{i}"], name, seq) for i, (name, seq) in enumerate(queries)]
+
+
+def _query_keys(lookup: Path) -> dict[str, str]:
+    """Our query header (``q<i>``) -> MMseqs2's database key: createdb shuffles, keys are not input order."""
+    keys = {}
+    for line in lookup.read_text().splitlines():
+        key, name = line.split("\t")[:2]
+        keys[name] = key
+    return keys
 
 
 def _a3m_text(path: Path, name: str, sequence: str) -> str:
@@ -56,5 +66,7 @@ def _a3m_text(path: Path, name: str, sequence: str) -> str:
     lines = text.splitlines()
     if not lines or not lines[0].startswith(">"):
         return f">{name}\n{sequence}\n"
+    if len(lines) < 2 or lines[1].strip() != sequence:
+        raise MsaSearchError(f"MMseqs2 MSA {path.name} does not start with query {name}; refusing a mismatched MSA")
     lines[0] = f">{name}"
     return "\n".join(lines) + "\n"
