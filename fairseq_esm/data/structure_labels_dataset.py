@@ -7,7 +7,10 @@ A split ``DIR/{split}`` is fairseq mmap datasets side by side (``preprocess/stru
 - ``{split}.contacts.bin/.idx`` (optional): int8 L×L row-major, 1 contact, 0 none, ``-1`` unresolved;
 - ``{split}.names.txt``: one record name per line;
 - ``{split}.features.npy`` (optional): float32 (residues of the split, D), extra per-residue features
-  (e.g. MSA-averaged representations) in record order, read memory-mapped.
+  (e.g. MSA-averaged representations) in record order, read memory-mapped;
+- ``{split}.msa_{proj,present,weights,members}.npy`` (optional, ``preprocess/msa_split_features.py --cov-k K``):
+  each protein's MSA members projected on K principal directions, from which the paper's "cov" pair features
+  (K*K, L, L) are computed per item (``weighted_covariance``), read memory-mapped.
 """
 
 from __future__ import annotations
@@ -69,11 +72,56 @@ def _open(prefix: str, what: str) -> MMapIndexedDataset:
     return MMapIndexedDataset(prefix)
 
 
+class MsaMembers:
+    """A split's stored MSA members (``{prefix}.msa_*.npy``), checked against the split and ``k`` at load."""
+
+    def __init__(self, prefix: str, residues: np.ndarray, k: int) -> None:
+        arrays = {}
+        for key in ("proj", "present", "weights", "members"):
+            path = f"{prefix}.msa_{key}.npy"
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{path} not found (--pair-feature-k {k} needs "
+                                        f"preprocess/msa_split_features.py --cov-k {k})")
+            arrays[key] = np.load(path, mmap_mode="r")
+        self.proj, self.present, self.weights = arrays["proj"], arrays["present"], arrays["weights"]
+        counts = np.asarray(arrays["members"], dtype=np.int64)
+        problem = self._mismatch(counts, residues, k)
+        if problem:
+            raise DataIntegrityError(f"{prefix}.msa_*.npy: {problem}; rerun msa_split_features.py --cov-k {k}")
+        rows = counts * residues
+        self.residues, self.counts = residues, counts
+        self.row_start = np.concatenate([[0], np.cumsum(rows)])
+        self.member_start = np.concatenate([[0], np.cumsum(counts)])
+
+    def _mismatch(self, counts: np.ndarray, residues: np.ndarray, k: int) -> str:
+        """What disagrees between the stored arrays, the split and ``k`` ("" when all agree)."""
+        if len(counts) != len(residues):
+            return f"{len(counts)} member counts for {len(residues)} proteins"
+        rows, members = int((counts * residues).sum()), int(counts.sum())
+        if self.proj.shape != (rows, k):
+            return f"projections of shape {self.proj.shape}, expected ({rows}, {k}) (MSA rows, --pair-feature-k)"
+        if self.present.shape != (rows,) or self.weights.shape != (members,):
+            return f"{len(self.present)} presence flags for {rows} rows or {len(self.weights)} weights for {members}"
+        return ""
+
+    def covariance(self, index: int) -> torch.Tensor:
+        """(K*K, L, L) float32 cov features of protein ``index``."""
+        from ..inference.msa_features import weighted_covariance  # here: inference imports models, which import us
+
+        members, length = int(self.counts[index]), int(self.residues[index])
+        rows = slice(self.row_start[index], self.row_start[index + 1])
+        proj = torch.from_numpy(np.array(self.proj[rows], dtype=np.float32)).view(members, length, -1)
+        present = torch.from_numpy(np.array(self.present[rows])).view(members, length)
+        weights = torch.from_numpy(np.array(self.weights[self.member_start[index]: self.member_start[index + 1]]))
+        return weighted_covariance(proj, present, weights)
+
+
 class StructureLabelsDataset(FairseqDataset):
-    """One protein per item: ``residues`` (L,), ``ss8`` (L,), ``contacts`` (L, L), ``features`` (L, D) as loaded."""
+    """One protein per item: ``residues`` (L,), ``ss8`` (L,), ``contacts`` (L, L), ``features`` (L, D) and
+    ``pair_features`` (K*K, L, L) as loaded."""
 
     def __init__(self, prefix: str, alphabet: EsmAlphabet, target: str, feature_dim: int = 0,
-                 shuffle: bool = False, seed: int = 1) -> None:
+                 shuffle: bool = False, seed: int = 1, pair_feature_k: int = 0) -> None:
         super().__init__()
         self.prefix, self.alphabet, self.target = prefix, alphabet, target
         self.tokens = _open(prefix, "sequences")
@@ -87,6 +135,7 @@ class StructureLabelsDataset(FairseqDataset):
         if self.contacts is not None and not np.array_equal(self.contacts.sizes, self.residues ** 2):
             raise DataIntegrityError(f"{prefix}: contact maps are not L×L for the sequences; rebuild the split")
         self.features = self._load_features(feature_dim)
+        self.members = MsaMembers(prefix, self.residues, pair_feature_k) if pair_feature_k else None
         self._sizes = self.residues + alphabet.num_specials_added
         self.shuffle, self.seed, self.epoch = shuffle, seed, 1
 
@@ -144,6 +193,8 @@ class StructureLabelsDataset(FairseqDataset):
         if self.features is not None:
             start = self._offsets[index]
             item["features"] = torch.from_numpy(np.array(self.features[start : start + length], dtype=np.float32))
+        if self.members is not None:
+            item["pair_features"] = self.members.covariance(index)
         return item
 
     def collater(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -163,6 +214,12 @@ class StructureLabelsDataset(FairseqDataset):
             for row, s in enumerate(samples):
                 features[row, : len(s["features"])] = s["features"]
             net_input["features"] = features
+        if self.members is not None:
+            pair = torch.zeros(len(samples), samples[0]["pair_features"].size(0), width, width)
+            for row, s in enumerate(samples):
+                n = len(s["residues"])
+                pair[row, :, :n, :n] = s["pair_features"]
+            net_input["pair_features"] = pair
         if self.target == "contacts":
             target = torch.full((len(samples), width, width), IGNORE, dtype=torch.long)
             for row, s in enumerate(samples):

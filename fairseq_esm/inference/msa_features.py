@@ -71,12 +71,23 @@ def pca_projection(vectors: np.ndarray, k: int = 16) -> np.ndarray:
     return vt[:k]
 
 
+def project_members(embeddings: AlignedEmbeddings, projection: np.ndarray) -> np.ndarray:
+    """(M, L, k) members' embeddings on the (k, d) principal directions; zeros stay zeros at gaps."""
+    return embeddings.values @ projection.T.astype(np.float32)
+
+
+def weighted_covariance(projected: torch.Tensor, present: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(k*k, L, L) uncentered weighted covariance of (M, L, k) projected members (zeros at gaps), with (M, L)
+    presence and (M,) weights; channel k1*k + k2 as in the paper. Serves the offline tool and the dataset."""
+    projected, present, weights = projected.float(), present.float(), weights.float()
+    cov = torch.einsum("m,mik,mjl->klij", weights, projected, projected)  # (k, k, L, L)
+    denominator = torch.einsum("m,mi,mj->ij", weights, present, present)
+    k = projected.shape[-1]
+    return (cov / denominator.clamp_min(1e-12)).reshape(k * k, *denominator.shape)
+
+
 def msa_covariance(embeddings: AlignedEmbeddings, weights: np.ndarray, projection: np.ndarray) -> np.ndarray:
-    """(k*k, L, L) uncentered weighted covariance of projected embeddings; channel k1*k + k2 as in the paper."""
-    projected = torch.from_numpy(embeddings.values @ projection.T.astype(np.float32))  # (M, L, k)
-    w = torch.from_numpy(weights.astype(np.float32))
-    present = torch.from_numpy(embeddings.present.astype(np.float32))
-    cov = torch.einsum("m,mik,mjl->klij", w, projected, projected)  # (k, k, L, L)
-    denominator = torch.einsum("m,mi,mj->ij", w, present, present)
-    k = projection.shape[0]
-    return (cov / denominator.clamp_min(1e-12)).reshape(k * k, *denominator.shape).numpy()
+    """(k*k, L, L) uncentered weighted covariance of projected embeddings (``weighted_covariance``), numpy."""
+    projected = torch.from_numpy(project_members(embeddings, projection))
+    present = torch.from_numpy(embeddings.present)
+    return weighted_covariance(projected, present, torch.from_numpy(np.asarray(weights))).numpy()

@@ -1,7 +1,8 @@
 """Dilated residual 2D network for binary contacts on ESM representations (Rives et al. 2021, supplement 13;
 after Wang et al. 2017, Xu 2018, Adhikari 2019).
 
-representations (+ optional extra features) -> linear to d2 -> outer concatenation (2·d2, L, L) -> 1×1 conv to
+representations (+ optional extra features) -> linear to d2 -> outer concatenation (2·d2, L, L), with optional
+pair features (the MSA "cov" maps, K*K) concatenated in the channel dimension -> 1×1 conv to
 d3 -> MaxOut over channel pairs (d3/2) -> N residual blocks [BatchNorm-ReLU-Conv3×3-Dropout-ReLU-Conv3×3],
 dilations 1, 2, 4 repeating -> Conv3×3 to one map -> symmetrised logits (sigmoid in the criterion).
 The paper: d2 = 128, d3 = 128, 32 blocks, dropout 0.3 (``contact_resnet_paper``); ``contact_resnet`` is small.
@@ -48,26 +49,28 @@ class ResidualBlock(nn.Module):
 
 
 class ContactResNet(nn.Module):
-    """(B, L, D) features -> (B, L, L) symmetric contact logits."""
+    """(B, L, D) features [+ (B, P, L, L) pair features] -> (B, L, L) symmetric contact logits."""
 
-    def __init__(self, in_dim: int, cfg: ContactResNetConfig) -> None:
+    def __init__(self, in_dim: int, cfg: ContactResNetConfig, pair_dim: int = 0) -> None:
         super().__init__()
         if cfg.pair_channels % 2:
             raise ValueError(f"--pair-channels must be even (MaxOut halves it), got {cfg.pair_channels}")
         self.project = nn.Linear(in_dim, cfg.sequence_dim)
-        self.pair_in = nn.Conv2d(2 * cfg.sequence_dim, cfg.pair_channels, 1)
+        self.pair_in = nn.Conv2d(2 * cfg.sequence_dim + pair_dim, cfg.pair_channels, 1)
         channels = cfg.pair_channels // 2
         self.blocks = nn.ModuleList(
             ResidualBlock(channels, DILATIONS[i % len(DILATIONS)], cfg.dropout) for i in range(cfg.blocks)
         )
         self.out = nn.Conv2d(channels, 1, 3, padding=1)
 
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor, pair: Optional[Tensor] = None) -> Tensor:
         width = x.size(1)
         keep = torch.arange(width, device=x.device)[None, :] < lengths[:, None]  # (B, L)
         pair_keep = (keep[:, :, None] & keep[:, None, :]).unsqueeze(1)  # (B, 1, L, L)
         y = self.project(x).transpose(1, 2)  # (B, d2, L)
         z = torch.cat([y[:, :, :, None].expand(-1, -1, -1, width), y[:, :, None, :].expand(-1, -1, width, -1)], 1)
+        if pair is not None:
+            z = torch.cat([z, pair.to(z)], 1)
         z = self.pair_in(z) * pair_keep  # (B, d3, L, L), zero outside the protein
         z = z.view(z.size(0), -1, 2, width, width).amax(dim=2)  # MaxOut over channel pairs: (B, d3/2, L, L)
         for block in self.blocks:
@@ -78,27 +81,30 @@ class ContactResNet(nn.Module):
 
 @register_model("contact_resnet", dataclass=ContactResNetConfig)
 class ContactResNetModel(BaseFairseqModel):
-    """ESM backbone (frozen unless --finetune-backbone) + dilated ResNet; extra per-residue features concatenated."""
+    """ESM backbone (frozen unless --finetune-backbone) + dilated ResNet; extra per-residue features and the
+    task's pair features (``--pair-feature-k``) concatenated."""
 
-    def __init__(self, backbone: Backbone, head: ContactResNet, feature_dim: int) -> None:
+    def __init__(self, backbone: Backbone, head: ContactResNet, feature_dim: int, pair_dim: int = 0) -> None:
         super().__init__()
-        self.backbone, self.head, self.feature_dim = backbone, head, feature_dim
+        self.backbone, self.head, self.feature_dim, self.pair_dim = backbone, head, feature_dim, pair_dim
 
     @classmethod
     def build_model(cls, cfg: ContactResNetConfig, task) -> "ContactResNetModel":
         backbone = Backbone(cfg, task.source_dictionary.name)
-        feature_dim = task.cfg.feature_dim
-        return cls(backbone, ContactResNet(backbone.embed_dim + feature_dim, cfg), feature_dim)
+        feature_dim, pair_dim = task.cfg.feature_dim, task.cfg.pair_feature_k ** 2
+        return cls(backbone, ContactResNet(backbone.embed_dim + feature_dim, cfg, pair_dim), feature_dim, pair_dim)
 
     def max_positions(self) -> Optional[int]:
         return None  # long proteins are windowed by the backbone; memory grows with L² (--max-positions)
 
-    def forward(self, src_tokens: Tensor, src_lengths: Tensor, features: Optional[Tensor] = None) -> Tensor:
-        """Wrapped tokens (B, T), residue counts (B,), features (B, L, F) -> contact logits (B, L, L)."""
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor, features: Optional[Tensor] = None,
+                pair_features: Optional[Tensor] = None) -> Tensor:
+        """Wrapped tokens (B, T), residue counts (B,), features (B, L, F), pair features (B, P, L, L) ->
+        contact logits (B, L, L)."""
         x = self.backbone(src_tokens, src_lengths)
         if self.feature_dim:
             x = torch.cat([x, features.to(x)], dim=-1)
-        return self.head(x, src_lengths)
+        return self.head(x, src_lengths, pair_features if self.pair_dim else None)
 
 
 @register_model_architecture("contact_resnet", "contact_resnet_paper")

@@ -3,7 +3,8 @@
 Reads a data dir of ``preprocess/structure_dataset.py`` (train / valid from DSSP labels of structures, ``test`` =
 CB513), one protein per sample, batched by ``--max-tokens``. The backbone is the model's business
 (``--pretrained-checkpoint``, ``models/backbone.py``); the task supplies the alphabet it must match and, with
-``--feature-dim D``, extra per-residue features from ``{split}.features.npy``.
+``--feature-dim D``, extra per-residue features from ``{split}.features.npy`` (and, for contacts,
+``--pair-feature-k K``: the MSA "cov" pair features).
 
     fairseq-train DATA --user-dir fairseq_esm --task protein_ss8 --arch netsurf_ss8 --criterion protein_ss8 \\
         --pretrained-checkpoint esm.pt --optimizer adam --lr 1e-3 --max-tokens 4096
@@ -20,6 +21,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ..alphabet import EsmAlphabet, load_alphabet
+from ..cli.common import UsageError
 from ..data.integrity import install_cli_errors
 from ..data.structure_labels_dataset import StructureLabelsDataset
 from ..pretrained import CheckpointError
@@ -40,6 +42,10 @@ class StructureTaskConfig(FairseqDataclass):
     feature_dim: int = field(
         default=0, metadata={"help": "extra per-residue features from {split}.features.npy (0: none)"}
     )
+    pair_feature_k: int = field(
+        default=0, metadata={"help": "protein_contacts: K*K MSA cov pair features from {split}.msa_*.npy "
+                             "(preprocess/msa_split_features.py --cov-k K; 0: none)"}
+    )
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
 
@@ -57,14 +63,17 @@ class StructureLabelsTask(FairseqTask):
     @classmethod
     def setup_task(cls, cfg: StructureTaskConfig, **kwargs) -> "StructureLabelsTask":
         """Check ``dict.txt`` of the data dir; the model's backbone is checked against ``--alphabet``."""
-        install_cli_errors(CheckpointError, FileNotFoundError)
+        install_cli_errors(CheckpointError, FileNotFoundError, UsageError)
+        if cfg.pair_feature_k and cls.target != "contacts":
+            raise UsageError(f"--pair-feature-k is for pair targets (protein_contacts), not {cls.target}")
         load_data_dictionary(cfg.data)
         return cls(cfg, load_alphabet(str(cfg.alphabet)))
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs) -> None:
         prefix = os.path.join(self.cfg.data, split)
         dataset = StructureLabelsDataset(prefix, self.alphabet, self.target, self.cfg.feature_dim,
-                                         shuffle=split == self.cfg.train_subset, seed=self.cfg.seed)
+                                         shuffle=split == self.cfg.train_subset, seed=self.cfg.seed,
+                                         pair_feature_k=self.cfg.pair_feature_k)
         logger.info(f"{split}: {len(dataset):,} proteins, {int(dataset.residues.sum()):,} residues ({self.target})")
         self.datasets[split] = dataset
 
