@@ -15,6 +15,8 @@ from typing import Sequence
 
 from .clusters import INSTALL_HINT
 
+_STANDARD = frozenset("ACDEFGHIKLMNPQRSTVWY")
+
 
 class MsaSearchError(RuntimeError):
     """MMseqs2 missing or failing; the message says which step and why."""
@@ -66,7 +68,12 @@ def _a3m_text(path: Path, name: str, sequence: str) -> str:
     lines = text.splitlines()
     if not lines or not lines[0].startswith(">"):
         return f">{name}\n{sequence}\n"
-    if len(lines) < 2 or lines[1].strip() != sequence:
+    if len(lines) < 2 or _canonical(lines[1].strip()) != _canonical(sequence):
         raise MsaSearchError(f"MMseqs2 MSA {path.name} does not start with query {name}; refusing a mismatched MSA")
-    lines[0] = f">{name}"
+    lines[0], lines[1] = f">{name}", sequence  # MMseqs2 writes U/O/B/Z/J as X: keep the query as given
     return "\n".join(lines) + "\n"
+
+
+def _canonical(sequence: str) -> str:
+    """The sequence with every letter outside the 20 standard amino acids as X (how MMseqs2 prints them)."""
+    return "".join(c if c in _STANDARD else "X" for c in sequence.upper())
