@@ -145,7 +145,7 @@ def test_build_msas_finds_the_sample_homologs(tmp_path, capsys):
     db.write_text("".join(">" + record for record in text))
     queries = tmp_path / "q.fasta"
     header, residues = text[0].split("\n", 1)
-    text[0] = header + "\n" + "U" + residues[1:]  # selenocysteine: MMseqs2 prints it as X, the MSA must keep U
+    text[0] = header + "\n" + "UZ" + residues[2:]  # MMseqs2 prints U as X and Z as E: the MSA must keep U, Z
     queries.write_text("".join(">" + record for record in text[:40]))  # MMseqs2 shuffles keys: 40 catch it
     script = Path(__file__).resolve().parents[1] / "preprocess" / "build_msas.py"
     proc = subprocess.run([sys.executable, str(script), str(queries), "--db", str(db), "--out-dir",

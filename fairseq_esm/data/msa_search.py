@@ -68,12 +68,14 @@ def _a3m_text(path: Path, name: str, sequence: str) -> str:
     lines = text.splitlines()
     if not lines or not lines[0].startswith(">"):
         return f">{name}\n{sequence}\n"
-    if len(lines) < 2 or _canonical(lines[1].strip()) != _canonical(sequence):
+    if len(lines) < 2 or not _same_query(lines[1].strip(), sequence):
         raise MsaSearchError(f"MMseqs2 MSA {path.name} does not start with query {name}; refusing a mismatched MSA")
-    lines[0], lines[1] = f">{name}", sequence  # MMseqs2 writes U/O/B/Z/J as X: keep the query as given
+    lines[0], lines[1] = f">{name}", sequence  # MMseqs2 rewrites U/O/B/Z/J (e.g. Z as E): keep the query as given
     return "\n".join(lines) + "\n"
 
 
-def _canonical(sequence: str) -> str:
-    """The sequence with every letter outside the 20 standard amino acids as X (how MMseqs2 prints them)."""
-    return "".join(c if c in _STANDARD else "X" for c in sequence.upper())
+def _same_query(written: str, sequence: str) -> bool:
+    """MMseqs2's query row is ours: same length, same letter wherever ours is one of the 20 standard residues
+    (it rewrites the others in its own way: U as X, Z as E, ...)."""
+    return len(written) == len(sequence) and all(a == b for a, b in zip(written.upper(), sequence.upper())
+                                                 if b in _STANDARD)
