@@ -9,7 +9,7 @@
 #   2. linear probes (Table 3): fairseq-esm-probes, family / superfamily / fold 5-fold CV, trained vs untrained
 #   3. structure-heads data (train/valid from the labels, test = CB513), MSA "avg" features (MMseqs2 against
 #      the UniProt sample + Swiss-Prot slice + ASTRAL), then fairseq-train / fairseq-validate of the SS8 head
-#      (direct, direct + avg, untrained) and the contact ResNet (trained, untrained)
+#      (direct, direct + avg, untrained) and the contact ResNet (trained, untrained, + MSA cov with K = 8)
 #   4. HOMOLOGY=1: remote homology with the HMMER baselines (16 min more on 2 cores)
 # Needs mkdssp, mmseqs (make env) and ../shared/data (SHARED_DATA=... to point elsewhere).
 set -euo pipefail
@@ -38,14 +38,15 @@ LABELS=("$OUT/labels_a" "$OUT/labels_b" "$OUT/labels_ts50")
 
 stamp "2. linear probes"
 fairseq-esm-probes "$CK" "${LABELS[@]/#/--labels=}" --levels family superfamily fold --folds 5 --seed 1 \
-    --untrained --onehot --label "$LABEL" --no-progress --json "$OUT/probes.json" --markdown "$OUT/probes.md"
+    --untrained --onehot --label "$LABEL" --no-progress --json "$OUT/probes.json" --markdown "$OUT/probes.md" \
+    --png-dir "$OUT/probes_png" --save-assignments "$OUT/probes_assignments.tsv"
 
 stamp "3. supervised heads"
 python preprocess/structure_dataset.py "${LABELS[@]}" --cb513 "$SHARED/ss_cb513/CB513_HHblits.csv" \
     --out-dir "$OUT/data-ss"
 { zcat "$SHARED/pretrain_uniprot/mmseqs2_examples_DB.fasta.gz" "$SHARED/pretrain_uniprot/opal_uniprot_sprot12071.fasta.gz"
   zcat -f "$SHARED/scope_astral40_2.07/astral-scopedom-seqres-gd-sel-gs-bib-40-2.07.fa"; } > "$OUT/msa_db.fasta"
-python preprocess/msa_split_features.py "$OUT/data-ss" "$CK" --db "$OUT/msa_db.fasta" --threads 2 --no-progress
+python preprocess/msa_split_features.py "$OUT/data-ss" "$CK" --db "$OUT/msa_db.fasta" --threads 2 --cov-k 8 --no-progress
 DIM=$(python -c "import numpy, sys; print(numpy.load(sys.argv[1], mmap_mode='r').shape[1])" "$OUT/data-ss/test.features.npy")
 
 heads() {  # name task arch criterion max-tokens epochs valid-subset [extra fairseq-train flags]
@@ -66,6 +67,7 @@ heads ss8_untrained protein_ss8 netsurf_ss8 protein_ss8 8192 8 test --untrained-
 heads ss8_direct_avg protein_ss8 netsurf_ss8 protein_ss8 8192 8 test --feature-dim "$DIM"
 heads contacts_direct protein_contacts contact_resnet protein_contacts 2048 4 valid
 heads contacts_untrained protein_contacts contact_resnet protein_contacts 2048 4 valid --untrained-backbone
+heads contacts_direct_cov8 protein_contacts contact_resnet protein_contacts 2048 4 valid --pair-feature-k 8
 
 if [ "${HOMOLOGY:-0}" = 1 ]; then
     stamp "4. remote homology with HMMER baselines"
