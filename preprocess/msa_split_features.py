@@ -33,11 +33,10 @@ from fairseq.data.indexed_dataset import MMapIndexedDataset
 from tqdm import tqdm
 
 from fairseq_esm.cli.common import UsageError, add_model_args, run_main
-from fairseq_esm.cli.msa_features import fit_pca
-from fairseq_esm.data.a3m import AlignedRow, read_a3m
+from fairseq_esm.data.a3m import read_a3m
 from fairseq_esm.data.msa_search import MsaSearchError, search_msas
 from fairseq_esm.inference.loading import load_any, pick_device
-from fairseq_esm.inference.msa_features import embed_rows, msa_average, project_members, sequence_weights
+from fairseq_esm.inference.msa_features import embed_rows, fit_pca, msa_average, project_members, sequence_weights
 
 
 def split_records(data: Path, split: str) -> list[tuple[str, str]]:
@@ -88,7 +87,7 @@ def train_projection(model, alphabet, args: argparse.Namespace) -> Optional[np.n
         return None
     path, want = args.data / "pca.npy", (args.cov_k, model.cfg.encoder_embed_dim)
     if "train" in args.splits and (args.data / "train.names.txt").exists():
-        queries = [[AlignedRow(name, sequence, ())] for name, sequence in split_records(args.data, "train")]
+        queries = [sequence for _, sequence in split_records(args.data, "train")]
         projection = fit_pca(model, alphabet, queries, args.layer, args.cov_k, args.toks_per_batch)
         np.save(path, projection.astype(np.float32))
         return projection

@@ -29,7 +29,7 @@ from fairseq.data import Dictionary
 from fairseq_esm.alphabet import DICT_DIR, esm1b_alphabet
 from fairseq_esm.cli.common import UsageError, run_main
 from fairseq_esm.data.clusters import ClusterError, run_mmseqs
-from fairseq_esm.data.structure_labels_dataset import IGNORE, SplitWriter, ss8_to_targets
+from fairseq_esm.data.structure_labels_dataset import IGNORE, SS8_STATES, SplitWriter, ss8_to_targets
 
 
 @dataclass
@@ -144,9 +144,18 @@ def write_split(out: Path, split: str, chains: list[Chain]) -> str:
                    contacts)
     writer.finalize()
     residues = sum(len(c.sequence) for c in chains)
-    masked = sum(int((ss8_to_targets(c.ss8) == IGNORE).sum()) for c in chains)
+    targets = np.concatenate([ss8_to_targets(c.ss8) for c in chains])
+    masked = int((targets == IGNORE).sum())
     kind = "SS8 + contacts" if with_contacts else "SS8 only"
-    return f"{split}: {len(chains)} chains, {residues} residues, {residues - masked} scored, {masked} masked ({kind})"
+    counts = f"{len(chains)} chains, {residues} residues, {residues - masked} scored, {masked} masked ({kind})"
+    return f"{split}: {counts}; states {state_shares(targets)}"
+
+
+def state_shares(targets: np.ndarray) -> str:
+    """Share of each SS8 state among the scored residues (``H 31.0% G 3.1% ...``): class balance at a glance."""
+    counts = np.bincount(targets[targets != IGNORE], minlength=len(SS8_STATES))
+    total = max(int(counts.sum()), 1)
+    return " ".join(f"{state} {100 * n / total:.1f}%" for state, n in zip(SS8_STATES, counts))
 
 
 def gather(directories: list[str], max_length: int) -> tuple[list[Chain], list[str]]:

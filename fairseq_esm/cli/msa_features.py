@@ -17,9 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.a3m import A3mFormatError, AlignedRow, read_a3m
-from ..inference.extract import ExtractSpec, extract_representations, resolve_layers
 from ..inference.loading import load_any, pick_device
-from ..inference.msa_features import embed_rows, msa_average, msa_covariance, pca_projection, sequence_weights
+from ..inference.msa_features import embed_rows, fit_pca, msa_average, msa_covariance, sequence_weights
 from .common import UsageError, add_model_args, run_main
 from .contacts import file_stems
 
@@ -48,17 +47,13 @@ def read_all(paths: Sequence[Path], max_rows: int) -> list[list[AlignedRow]]:
         raise UsageError(str(err)) from None
 
 
-def fit_pca(model, alphabet, msas: list[list[AlignedRow]], layer: int, k: int, toks_per_batch: int) -> np.ndarray:
-    """PCA directions of all query residues' embeddings in this run."""
-    layer = resolve_layers([layer], model.num_layers)[0]
-    spec = ExtractSpec(layers=(layer,), include=frozenset({"per_tok"}), toks_per_batch=toks_per_batch)
-    records = [(rows[0].name, rows[0].sequence) for rows in msas]
-    vectors = [result["representations"][layer].numpy() for _, result in
-               extract_representations(model, alphabet, records, spec)]
-    stacked = np.concatenate(vectors)
-    if len(stacked) < k:
-        raise UsageError(f"--cov-k {k}: only {len(stacked)} query residues to fit the PCA on")
-    return pca_projection(stacked, k)
+def query_pca(model, alphabet, msas: list[list[AlignedRow]], args: argparse.Namespace) -> np.ndarray:
+    """PCA directions of all query residues' representations in this run."""
+    try:
+        queries = [rows[0].sequence for rows in msas]
+        return fit_pca(model, alphabet, queries, args.layer, args.cov_k, args.toks_per_batch)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,8 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     projection = None
     if args.cov_k:
-        projection = np.load(args.pca) if args.pca else fit_pca(model, alphabet, msas, args.layer, args.cov_k,
-                                                                 args.toks_per_batch)
+        projection = np.load(args.pca) if args.pca else query_pca(model, alphabet, msas, args)
         if projection.shape != (args.cov_k, model.cfg.encoder_embed_dim):
             raise UsageError(f"--pca {args.pca}: shape {projection.shape}, need ({args.cov_k}, "
                              f"{model.cfg.encoder_embed_dim}) for this model and --cov-k")

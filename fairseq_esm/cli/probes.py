@@ -21,10 +21,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..evaluation.linear_probes import (SS8_C, ContactProbeConfig, cross_validate, model_features,
+from ..evaluation.linear_probes import (SS8_C, ContactProbeConfig, cross_validate,
                                         onehot_features)
 from ..evaluation.scope_folds import (LEVELS, RULE, FoldError, LabelledDomain, crop_domains, group_key, partition,
                                       read_assignments, read_labels, search_domains, write_assignments)
+from ..inference.extract import residue_representations
 from ..inference.loading import load_any, pick_device, untrained_like
 from .common import UsageError, add_model_args, run_main
 from .homology import SCOPE_FASTA
@@ -164,11 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = ContactProbeConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
     progress, sequences = not args.no_progress, [d.sequence for d in domains]
     label = args.label or Path(args.checkpoint).name
-    features = model_features(model, alphabet, sequences, args.layer, args.toks_per_batch, label, progress)
+    features = residue_representations(model, alphabet, sequences, args.layer, args.toks_per_batch, label, progress)
     rows = [score_row(label, features, domains, parts, cfg, progress)]
     if args.untrained:
         untrained = untrained_like(model, alphabet, args.seed)
-        features = model_features(untrained, alphabet, sequences, args.layer, args.toks_per_batch, "untrained",
+        features = residue_representations(untrained, alphabet, sequences, args.layer, args.toks_per_batch, "untrained",
                                   progress)
         rows.append(score_row(f"untrained (same shape, seed {args.seed})", features, domains, parts, cfg, progress))
     if args.onehot:

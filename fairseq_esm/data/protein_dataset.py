@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
-from .sized import StoredSizes, sizes_follow_epoch
+from .sized import StoredSizes, length_order, sizes_follow_epoch
 
 
 class ProteinMLMDataset(StoredSizes, FairseqDataset):
@@ -54,11 +54,7 @@ class ProteinMLMDataset(StoredSizes, FairseqDataset):
 
     def ordered_indices(self) -> np.ndarray:
         """Indices sorted by size; ties broken by a permutation seeded with ``(seed, epoch)``."""
-        if not self.shuffle:
-            return np.argsort(self._sizes, kind="stable")
-        with data_utils.numpy_seed(self.seed, self.epoch):
-            tie_break = np.random.permutation(len(self._sizes))
-        return np.lexsort([tie_break, self._sizes])
+        return length_order(self._sizes, self.shuffle, self.seed, self.epoch)
 
     def batch_by_size(
         self,

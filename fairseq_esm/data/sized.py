@@ -8,6 +8,7 @@ caches are refreshed in ``set_epoch`` and fairseq must rebuild its batches every
 from __future__ import annotations
 
 import numpy as np
+from fairseq.data import data_utils
 
 
 class StoredSizes:
@@ -24,6 +25,15 @@ class StoredSizes:
 
     def num_tokens(self, index: int) -> int:
         return int(self._sizes[index])
+
+
+def length_order(sizes: np.ndarray, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
+    """Indices sorted by size; with ``shuffle``, ties broken by a permutation seeded with ``(seed, epoch)``."""
+    if not shuffle:
+        return np.argsort(sizes, kind="stable")
+    with data_utils.numpy_seed(seed, epoch):
+        tie_break = np.random.permutation(len(sizes))
+    return np.lexsort([tie_break, sizes])
 
 
 def sizes_follow_epoch(dataset) -> bool:

@@ -24,9 +24,11 @@ from fairseq.data import FairseqDataset, data_utils
 from fairseq.data.indexed_dataset import MMapIndexedDataset, MMapIndexedDatasetBuilder
 
 from ..alphabet import EsmAlphabet
+from .dssp import SS8
 from .integrity import DataIntegrityError
+from .sized import StoredSizes, length_order
 
-SS8_STATES = "HGIEBTSC"
+SS8_STATES = SS8  # target i is state SS8_STATES[i]
 #: target value of residues that are never scored (masked, unresolved, padding)
 IGNORE = -1
 SS8_INDEX = {state: i for i, state in enumerate(SS8_STATES)}
@@ -116,7 +118,7 @@ class MsaMembers:
         return weighted_covariance(proj, present, weights)
 
 
-class StructureLabelsDataset(FairseqDataset):
+class StructureLabelsDataset(StoredSizes, FairseqDataset):
     """One protein per item: ``residues`` (L,), ``ss8`` (L,), ``contacts`` (L, L), ``features`` (L, D) and
     ``pair_features`` (K*K, L, L) as loaded."""
 
@@ -153,16 +155,6 @@ class StructureLabelsDataset(FairseqDataset):
         self._offsets = np.concatenate([[0], np.cumsum(self.residues)])
         return features
 
-    @property
-    def sizes(self) -> np.ndarray:
-        return self._sizes
-
-    def size(self, index: int) -> int:
-        return int(self._sizes[index])
-
-    def num_tokens(self, index: int) -> int:
-        return int(self._sizes[index])
-
     def __len__(self) -> int:
         return len(self._sizes)
 
@@ -171,11 +163,7 @@ class StructureLabelsDataset(FairseqDataset):
 
     def ordered_indices(self) -> np.ndarray:
         """By length; ties in a seeded, per-epoch order when shuffling (training)."""
-        if not self.shuffle:
-            return np.argsort(self._sizes, kind="stable")
-        with data_utils.numpy_seed(self.seed, self.epoch):
-            tie_break = np.random.permutation(len(self._sizes))
-        return np.lexsort([tie_break, self._sizes])
+        return length_order(self._sizes, self.shuffle, self.seed, self.epoch)
 
     def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
         """fairseq's batches plus the final partial one it would drop: every test protein is scored."""

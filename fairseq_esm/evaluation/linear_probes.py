@@ -23,10 +23,8 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm import tqdm
 
-from ..alphabet import EsmAlphabet, RESIDUE_LETTERS
-from ..data.dssp import SS8
-from ..inference.extract import ExtractSpec, extract_representations, resolve_layers
-from ..models.esm import EsmModel
+from ..alphabet import RESIDUE_LETTERS
+from ..data.structure_labels_dataset import ss8_to_targets
 from .contact_metrics import contact_precisions
 from .scope_folds import LabelledDomain
 
@@ -48,19 +46,6 @@ class ContactProbeConfig:
     seed: int = 1
 
 
-def model_features(model: EsmModel, alphabet: EsmAlphabet, sequences: Sequence[str], layer: int = -1,
-                   toks_per_batch: int = 4096, desc: str = "features", progress: bool = True) -> list[np.ndarray]:
-    """(L, C) float32 representations of ``layer`` (fair-esm numbering, -1 = last) for every sequence."""
-    chosen = resolve_layers([layer], model.num_layers)[0]
-    spec = ExtractSpec(layers=(chosen,), include=frozenset({"per_tok"}), toks_per_batch=toks_per_batch)
-    out: list[np.ndarray] = [np.empty(0)] * len(sequences)
-    records = [(str(i), seq) for i, seq in enumerate(sequences)]
-    for index, result in tqdm(extract_representations(model, alphabet, records, spec), total=len(records),
-                              desc=desc, unit="domain", disable=not progress):
-        out[index] = result["representations"][chosen].numpy()
-    return out
-
-
 def onehot_features(sequences: Sequence[str]) -> list[np.ndarray]:
     """(L, 25) residue identity one-hot: the no-model baseline (no profile, no context)."""
     index = {letter: i for i, letter in enumerate(RESIDUE_LETTERS)}
@@ -69,9 +54,8 @@ def onehot_features(sequences: Sequence[str]) -> list[np.ndarray]:
 
 
 def ss8_targets(ss8: str) -> np.ndarray:
-    """(L,) state index into :data:`SS8`, -1 where masked."""
-    lookup = {state: i for i, state in enumerate(SS8)}
-    return np.array([lookup.get(c, -1) for c in ss8], dtype=np.int64)
+    """(L,) state index into :data:`SS8`, -1 where masked (the heads' target encoding)."""
+    return ss8_to_targets(ss8).astype(np.int64)
 
 
 def ss8_accuracy(train: Sequence[int], test: Sequence[int], domains: Sequence[LabelledDomain],

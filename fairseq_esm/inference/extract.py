@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from ..alphabet import EsmAlphabet
 from ..models.esm import EsmModel
@@ -208,3 +210,17 @@ def extract_representations(
                 stats.windowed += 1
                 stats.sequences, stats.residues = stats.sequences + 1, stats.residues + len(sequence)
                 yield index, _result(label, spec.include, *stitch.outputs())
+
+
+def residue_representations(model: EsmModel, alphabet: EsmAlphabet, sequences: Sequence[str], layer: int = -1,
+                            toks_per_batch: int = 4096, desc: str = "representations",
+                            progress: bool = False) -> list[np.ndarray]:
+    """(L, C) float32 representations of ``layer`` (fair-esm numbering, -1 = last) per sequence, in input order."""
+    chosen = resolve_layers([layer], model.num_layers)[0]
+    spec = ExtractSpec(layers=(chosen,), include=frozenset({"per_tok"}), toks_per_batch=toks_per_batch)
+    out: list[np.ndarray] = [np.empty(0)] * len(sequences)
+    records = [(str(i), seq) for i, seq in enumerate(sequences)]
+    for index, result in tqdm(extract_representations(model, alphabet, records, spec), total=len(records),
+                              desc=desc, unit="protein", disable=not progress):
+        out[index] = result["representations"][chosen].numpy()
+    return out

@@ -20,7 +20,7 @@ import torch
 from ..alphabet import EsmAlphabet
 from ..data.a3m import AlignedRow
 from ..models.esm import EsmModel
-from .extract import ExtractSpec, extract_representations, resolve_layers
+from .extract import residue_representations
 
 
 @dataclass
@@ -43,16 +43,14 @@ def embed_rows(model: EsmModel, alphabet: EsmAlphabet, rows: Sequence[AlignedRow
                toks_per_batch: int = 4096) -> AlignedEmbeddings:
     """Embed every non-empty member (one forward per ungapped sequence) and place it in query columns."""
     kept = [row for row in rows if row.sequence]
-    layer = resolve_layers([layer], model.num_layers)[0]
-    spec = ExtractSpec(layers=(layer,), include=frozenset({"per_tok"}), toks_per_batch=toks_per_batch)
     length, dim = len(rows[0].columns), model.cfg.encoder_embed_dim
     values = np.zeros((len(kept), length, dim), np.float32)
     present = np.zeros((len(kept), length), bool)
-    records = [(row.name, row.sequence) for row in kept]
-    for index, result in extract_representations(model, alphabet, records, spec):
-        columns = np.asarray(kept[index].columns)
+    reps = residue_representations(model, alphabet, [row.sequence for row in kept], layer, toks_per_batch)
+    for index, (row, rep) in enumerate(zip(kept, reps)):
+        columns = np.asarray(row.columns)
         hit = columns >= 0
-        values[index, hit] = result["representations"][layer].numpy()[columns[hit]]
+        values[index, hit] = rep[columns[hit]]
         present[index] = hit
     return AlignedEmbeddings(values, present, skipped_empty=len(rows) - len(kept))
 
@@ -62,6 +60,15 @@ def msa_average(embeddings: AlignedEmbeddings, weights: np.ndarray) -> np.ndarra
     numerator = np.einsum("m,mld->ld", weights, embeddings.values)
     denominator = weights @ embeddings.present
     return numerator / np.maximum(denominator, 1e-12)[:, None]
+
+
+def fit_pca(model: EsmModel, alphabet: EsmAlphabet, sequences: Sequence[str], layer: int, k: int,
+            toks_per_batch: int = 4096) -> np.ndarray:
+    """(k, d) PCA directions of the residue representations of ``sequences`` (the queries of a run or split)."""
+    stacked = np.concatenate(residue_representations(model, alphabet, sequences, layer, toks_per_batch))
+    if len(stacked) < k:
+        raise ValueError(f"--cov-k {k}: only {len(stacked)} query residues to fit the PCA on")
+    return pca_projection(stacked, k)
 
 
 def pca_projection(vectors: np.ndarray, k: int = 16) -> np.ndarray:
