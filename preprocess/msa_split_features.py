@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--cov-k must be >= 0, got {args.cov_k}")
     if not Path(args.db).is_file():
         raise UsageError(f"{args.db}: no such database file")
+    present = [split for split in args.splits if (args.data / f"{split}.names.txt").exists()]
+    if not present:
+        raise UsageError(f"{args.data}: none of the splits {', '.join(args.splits)} found; build the data dir with "
+                         "preprocess/structure_dataset.py")
     model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     projection = train_projection(model, alphabet, args)
     for split in args.splits:

@@ -326,3 +326,12 @@ def test_msa_average_features_fill_a_split(built, backbone, tmp_path):
     task = SecondaryStructureTask.setup_task(StructureTaskConfig(data=str(data), feature_dim=32, seed=1,
                                                                  train_subset="train"))
     task.load_dataset("train")  # the shape check of the dataset accepts what the tool wrote
+
+
+def test_msa_features_of_a_missing_data_dir_is_one_error(backbone, tmp_path, capsys):
+    db = tmp_path / "db.fasta"
+    db.write_text(">a\nACDEFGHIK\n")
+    argv = [str(tmp_path / "nowhere"), str(backbone), "--db", str(db)]
+    assert run_main(msa_split_features.main, argv) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'nowhere'}: none of the splits train, valid, test "
+                                                "found; build the data dir with preprocess/structure_dataset.py")
