@@ -25,8 +25,8 @@ from typing import Callable
 import numpy as np
 from fairseq.data import Dictionary
 
-from fairseq_esm.alphabet import DICT_DIR
 from fairseq_esm.data.binarize import binarize_fasta
+from fairseq_esm.modules.alphabet import DICT_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SRCDICT = str(DICT_DIR / "esm1b.txt")

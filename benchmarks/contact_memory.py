@@ -36,7 +36,7 @@ def peak_rss_mb() -> float:
 
 def protein(length: int) -> str:
     """The first sample protein with at least ``length`` residues, cut to ``length``."""
-    from fairseq_esm.data.fasta import read_fasta
+    from fairseq_esm.io.fasta import read_fasta
 
     return next(seq[:length] for _, seq in read_fasta(str(SAMPLE)) if len(seq) >= length)
 
@@ -46,8 +46,8 @@ def child(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from fairseq_esm.alphabet import esm1b_alphabet
     from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+    from fairseq_esm.modules.alphabet import esm1b_alphabet
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -44,16 +44,16 @@ def machine(device: torch.device) -> str:
 
 def proteins(count: int, max_length: int) -> list[tuple[str, str]]:
     """The first ``count`` proteins of the shipped sample with at most ``max_length`` residues."""
-    from fairseq_esm.data.fasta import read_fasta
+    from fairseq_esm.io.fasta import read_fasta
 
     return [r for r in read_fasta(str(SAMPLE)) if len(r[1]) <= max_length][:count]
 
 
 def official_weights(path: Path) -> Path:
     """A randomly initialised esm1b_t6_8M, exported in fair-esm's release layout (+ contact regression)."""
-    from fairseq_esm.alphabet import esm1b_alphabet
+    from fairseq_esm.checkpoints.pt_files import export_official
     from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
-    from fairseq_esm.pretrained import export_official
+    from fairseq_esm.modules.alphabet import esm1b_alphabet
 
     torch.manual_seed(0)
     config = Esm1bConfig(encoder_layers=6, encoder_embed_dim=320, encoder_ffn_embed_dim=1280,
@@ -98,10 +98,10 @@ def fair_esm_loop(path: Path, records: list[tuple[str, str]], toks_per_batch: in
 def our_loop(path: Path, records: list[tuple[str, str]], toks_per_batch: int, device: torch.device
              ) -> Callable[[], dict[str, torch.Tensor]]:
     """Our generator with the same layers and ``include`` (no files written)."""
+    from fairseq_esm.checkpoints import load_model
     from fairseq_esm.inference.extract import ExtractSpec, extract_representations, resolve_layers
-    from fairseq_esm.inference.loading import load_any
 
-    model, alphabet = load_any(path, device)
+    model, alphabet = load_model(path, device)
     spec = ExtractSpec(layers=resolve_layers(LAYERS, model.num_layers), include=frozenset({"mean", "per_tok"}),
                        toks_per_batch=toks_per_batch)
 

@@ -33,7 +33,7 @@ SDPA_OPS = ("scaled_dot_product", "_flash_attention", "_efficient_attention", "a
 
 def long_protein(residues: int) -> str:
     """Sample proteins joined in file order, cut to ``residues``."""
-    from fairseq_esm.data.fasta import read_fasta
+    from fairseq_esm.io.fasta import read_fasta
 
     parts, total = [], 0
     for _, seq in read_fasta(str(SAMPLE)):
@@ -57,8 +57,8 @@ def current_gib() -> float:
 
 def build(max_positions: int):
     """Random ESM-1b of the 33-layer 1280-dim shape, eval mode."""
-    from fairseq_esm.alphabet import esm1b_alphabet
     from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+    from fairseq_esm.modules.alphabet import esm1b_alphabet
 
     layers, dim, ffn, heads = SHAPE
     torch.manual_seed(0)
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from fairseq_esm.alphabet import load_alphabet
+    from fairseq_esm.modules.alphabet import load_alphabet
 
     protein = long_protein(args.residues)
     tokens = load_alphabet("esm1b").tokenize(protein)[None]  # (1, L + 2)

@@ -7,7 +7,7 @@
 One step = forward + backward + Adam step, mean cross-entropy at 15% masked residue positions
 (replaced by ``<mask>``; the same positions for all three). The three models start from the same
 random weights (ours, exported to fair-esm's release layout and to EsmForMaskedLM with
-``fairseq_esm.hf``; their initial losses are printed to show it), each with its own Adam, in one loop:
+``fairseq_esm.checkpoints.huggingface``; their initial losses are printed to show it), each with its own Adam, in one loop:
 ours computes the LM head at the masked positions only (``masked_tokens``, as the ``esm_masked_lm``
 criterion does), fair-esm and HF over every position (HF through ``labels=``, as its users train).
 small = 6 layers, d=320, 20 heads (the issue's anchor); medium = 12 layers, d=480, 20 heads
@@ -50,14 +50,14 @@ Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # tok
 
 def sample_proteins() -> list[str]:
     """Sequences of the shipped sample, in file order, with at most 1022 residues."""
-    from fairseq_esm.data.fasta import read_fasta
+    from fairseq_esm.io.fasta import read_fasta
 
     return [seq for _, seq in read_fasta(str(SAMPLE)) if len(seq) <= MAX_RESIDUES]
 
 
 def masked(seqs: list[str], width: int | None = None) -> Batch:
     """Right-padded ``<cls> seq <eos>`` tokens and 15% masked residue positions (seeded per protein)."""
-    from fairseq_esm.alphabet import load_alphabet
+    from fairseq_esm.modules.alphabet import load_alphabet
 
     alphabet = load_alphabet("esm1b")
     rows = [alphabet.tokenize(s) for s in seqs]
@@ -97,7 +97,7 @@ def realistic_batches(proteins: list[str], count: int, max_tokens: int) -> dict[
 
 def padding_fraction(batches: list[Batch]) -> float:
     """Share of ``<pad>`` among all token slots."""
-    from fairseq_esm.alphabet import load_alphabet
+    from fairseq_esm.modules.alphabet import load_alphabet
 
     pad = load_alphabet("esm1b").padding_idx
     return sum(int(t.eq(pad).sum()) for t, _ in batches) / sum(t.numel() for t, _ in batches)
@@ -105,8 +105,8 @@ def padding_fraction(batches: list[Batch]) -> float:
 
 def build_ours(size: str):
     """A randomly initialised ESM-1b (seed 0) of the named size, max_positions 1024."""
-    from fairseq_esm.alphabet import esm1b_alphabet
     from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+    from fairseq_esm.modules.alphabet import esm1b_alphabet
 
     layers, dim, ffn, heads = SIZES[size]
     torch.manual_seed(0)
@@ -121,7 +121,7 @@ def build_fair_esm(ours, tmp: Path):
 
     import esm
 
-    from fairseq_esm.pretrained import export_official
+    from fairseq_esm.checkpoints.pt_files import export_official
 
     torch.serialization.add_safe_globals([_argparse.Namespace])  # fair-esm's bare torch.load needs it
     path, _ = export_official(ours, tmp / "esm1b_random.pt")
@@ -131,7 +131,7 @@ def build_fair_esm(ours, tmp: Path):
 
 def build_hf(ours):
     """transformers' EsmForMaskedLM with the sdpa attention, loaded from our weights."""
-    from fairseq_esm.hf import hf_config, import_transformers, key_table
+    from fairseq_esm.checkpoints.huggingface import hf_config, import_transformers, key_table
 
     transformers = import_transformers()
     config = hf_config(transformers, ours)
@@ -210,7 +210,7 @@ def initial_losses(models: dict[str, Trainer], batch: Batch) -> list[float]:
 
 def real_tokens(batches: list[Batch]) -> int:
     """Non-padding tokens of a workload."""
-    from fairseq_esm.alphabet import load_alphabet
+    from fairseq_esm.modules.alphabet import load_alphabet
 
     pad = load_alphabet("esm1b").padding_idx
     return sum(int(t.ne(pad).sum()) for t, _ in batches)

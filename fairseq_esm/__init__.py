@@ -1,19 +1,35 @@
-"""fairseq-esm: ESM-1 / ESM-1b protein language models as a fairseq plugin.
+"""fairseq-esm: the ESM-1 / ESM-1b protein language models as a fairseq plugin.
 
-Importing this package (or passing ``--user-dir fairseq_esm``) registers the task, models and
-criterion with fairseq's registries.
+``fairseq-train --user-dir fairseq_esm`` registers the tasks, models and criterions (fairseq imports
+``fairseq_esm.tasks`` and ``fairseq_esm.models`` itself). Importing this package stays light: neither torch
+nor fairseq is loaded until a name below is used. The Python API mirrors fair-esm's::
+
+    import fairseq_esm as esm
+    model, alphabet = esm.load_model("checkpoint_best.pt")  # fairseq, official fair-esm .pt or HF directory
+    labels, strs, tokens = alphabet.get_batch_converter()([("p1", "MKTAYIAKQR")])
+    out = model(tokens, repr_layers=[model.num_layers], return_contacts=True)
 """
 
-import logging
+from __future__ import annotations
 
-# fairseq's speech task logs "Please install tensorboardX" at import: noise for every protein CLI
-logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
-
-from . import criterions, models, tasks  # noqa: E402,F401  (imported for their registrations)
-
-# fairseq's wav2vec2_classification calls logging.basicConfig(level=DEBUG) on import, which would
-# put every library's debug chatter (matplotlib, PIL, ...) on our tools' stderr
-if logging.getLogger().level == logging.DEBUG:
-    logging.getLogger().setLevel(logging.INFO)
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+#: public name -> module that defines it (imported on first use)
+_LAZY = {
+    "load_model": "fairseq_esm.checkpoints",
+    "Alphabet": "fairseq_esm.modules.alphabet",
+    "BatchConverter": "fairseq_esm.modules.alphabet",
+    "ESM1": "fairseq_esm.modules.esm1",
+    "CheckpointError": "fairseq_esm.checkpoints.pt_files",
+    "InputError": "fairseq_esm.errors",
+}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fairseq_esm' has no attribute {name!r}")

@@ -12,7 +12,8 @@ import torch
 from fairseq import options
 from fairseq_cli import preprocess
 
-from fairseq_esm.alphabet import DICT_DIR, RESIDUE_LETTERS
+from fairseq_esm.io.residues import RESIDUE_LETTERS
+from fairseq_esm.modules.alphabet import DICT_DIR
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "uniprot_sample.fasta.gz"
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.pfam_auc import main
 from fairseq_esm.evaluation.alignment_auc import (
@@ -22,11 +23,10 @@ from fairseq_esm.evaluation.alignment_auc import (
     looks_nucleotide,
     pair_cosines,
     read_stockholm,
-    sample_pairs,
     same_column,
+    sample_pairs,
     subsample,
 )
-from fairseq_esm.inference.loading import load_any
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 STO = Path(__file__).resolve().parents[1] / "examples" / "data" / "pfam"
@@ -114,7 +114,7 @@ def test_subsampling_is_uniform_without_replacement_and_seeded():
 
 
 def test_cosines_and_auc_by_hand(official_checkpoint):
-    model, alphabet = load_any(official_checkpoint("esm1b", layers=2, dim=32, ffn=64, max_positions=256))
+    model, alphabet = load_model(official_checkpoint("esm1b", layers=2, dim=32, ffn=64, max_positions=256))
     family = read_stockholm(STO / "globins4.sto")
     pairs = sample_pairs(family, 300, family_rng(0, "globins4"))
     reps = final_representations(model, alphabet, family.sequences, toks_per_batch=400)

@@ -4,7 +4,7 @@ import esm
 import pytest
 from fairseq.data import Dictionary
 
-from fairseq_esm.alphabet import DICT_DIR, esm1_alphabet, esm1b_alphabet, load_alphabet
+from fairseq_esm.modules.alphabet import DICT_DIR, esm1_alphabet, esm1b_alphabet, load_alphabet
 
 
 @pytest.mark.parametrize("arch,factory", [("ESM-1b", esm1b_alphabet), ("ESM-1", esm1_alphabet)])

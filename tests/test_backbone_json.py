@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from Bio.PDB import PDBParser
 
-from fairseq_esm.data.dssp import chain_labels
-from fairseq_esm.data.structures import load_chain
+from fairseq_esm.io.dssp import chain_labels
+from fairseq_esm.io.structures import load_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "preprocess" / "backbone_json_to_pdb.py"

@@ -15,11 +15,11 @@ from fairseq.data import data_utils
 from fairseq.models import ARCH_MODEL_REGISTRY
 from training import losses, run, tiny_data
 
-from fairseq_esm.alphabet import esm1b_alphabet
+from fairseq_esm.checkpoints.pt_files import CheckpointError
 from fairseq_esm.criterions.bidirectional_lm import BidirectionalLMCriterion
 from fairseq_esm.data.masking import mask_tokens, masking_scheme
-from fairseq_esm.models.bilstm import BILSTM_ARCHS, BiLstmConfig, BiLstmLanguageModel
-from fairseq_esm.pretrained import CheckpointError
+from fairseq_esm.models.bilstm_lm import BILSTM_ARCHS, BiLstmConfig, BiLstmLanguageModel
+from fairseq_esm.modules.alphabet import esm1b_alphabet
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +10,10 @@ from pathlib import Path
 import pytest
 from fairseq.data import Dictionary, data_utils
 
-from fairseq_esm.alphabet import DICT_DIR
+from fairseq_esm.cli.common import run_main
 from fairseq_esm.data.binarize import binarize_fasta
-from fairseq_esm.data.fasta import read_fasta, run_cli
+from fairseq_esm.io.fasta import read_fasta
+from fairseq_esm.modules.alphabet import DICT_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "data" / "uniprot_sample.fasta.gz"
@@ -24,15 +24,9 @@ ODD = (">odd1 lowercase and a terminal stop\nmktAYiak*\n>odd2 ambiguity, interna
 ODD_CLEAN = {"odd1": "MKTAYIAK", "odd2": "MKXBZXQRX", "odd3": "MKTAYUO"}
 
 
-def load_cli(name: str):
-    """A preprocess/ script as a module, so its main() runs in-process."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "preprocess" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-binarize_cli, text_cli, split_cli = (load_cli(n) for n in ("binarize_fasta", "fasta_to_text", "split_fasta"))
+from fairseq_esm.cli import binarize as binarize_cli  # noqa: E402
+from fairseq_esm.cli import fasta_to_text as text_cli  # noqa: E402
+from fairseq_esm.cli import split_fasta as split_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -119,16 +113,16 @@ def test_report_counts_every_mapping_of_the_odd_records(work, tmp_path):
 def test_cli_whole_file_errors_are_one_line_exit_2_and_leave_no_output(tmp_path, capsys, content, message):
     (tmp_path / "in.fasta").write_bytes(content)
     argv = ["--trainpref", str(tmp_path / "in.fasta"), "--destdir", str(tmp_path / "out")]
-    assert run_cli(binarize_cli.main, argv) == 2
+    assert run_main(binarize_cli.main, argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'in.fasta'}") and message in err and err.count("\n") == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dict.txt"]
 
 
 def test_cli_missing_file_is_one_line(tmp_path, capsys):
-    assert run_cli(text_cli.main, [str(tmp_path / "nope.fasta"), str(tmp_path / "x.txt")]) == 2
+    assert run_main(text_cli.main, [str(tmp_path / "nope.fasta"), str(tmp_path / "x.txt")]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: {tmp_path / 'nope.fasta'}: No such file or directory — check the path and permissions\n"
+    assert err == f"error: {tmp_path / 'nope.fasta'}: no such file — check the path\n"
 
 
 def test_cli_as_subprocess_prints_no_traceback(tmp_path):

@@ -15,18 +15,18 @@ from fairseq.models import build_model
 from omegaconf import OmegaConf
 
 import fairseq_esm  # noqa: F401  (registers the models)
-from fairseq_esm.alphabet import load_alphabet
-from fairseq_esm.modules.variant import ESM1, ESM1B
-from fairseq_esm.pretrained import (
+from fairseq_esm.checkpoints import load_model
+from fairseq_esm.checkpoints.pt_files import (
     CheckpointError,
     export_official,
     initialize_from_checkpoint,
-    load_model,
     official_to_ours,
     ours_to_official,
     read_file,
     regression_path,
 )
+from fairseq_esm.modules.alphabet import load_alphabet
+from fairseq_esm.modules.generations import ESM_1, ESM_1B
 
 # fair-esm's loader calls a bare torch.load, which since torch 2.6 refuses the Namespace it stores
 torch.serialization.add_safe_globals([argparse.Namespace])
@@ -42,23 +42,23 @@ ARCH = {"esm1b": "esm1b_t4_1M", "esm1": "esm1_t6_7M"}
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSEQNNTEMTFQIQRIYTKDISFEAPNAPHVFQK", "GSHMLE"]
 
 GOLDEN_KEYS = [
-    (ESM1B, "embed_tokens.weight", "encoder.sentence_encoder.embed_tokens.weight"),
-    (ESM1B, "embed_positions.weight", "encoder.sentence_encoder.embed_positions.weight"),
-    (ESM1B, "layers.0.self_attn.k_proj.weight", "encoder.sentence_encoder.layers.0.self_attn.k_proj.weight"),
-    (ESM1B, "layers.32.final_layer_norm.bias", "encoder.sentence_encoder.layers.32.final_layer_norm.bias"),
-    (ESM1B, "emb_layer_norm_before.weight", "encoder.sentence_encoder.emb_layer_norm_before.weight"),
-    (ESM1B, "emb_layer_norm_after.bias", "encoder.sentence_encoder.emb_layer_norm_after.bias"),
-    (ESM1B, "lm_head.weight", "encoder.lm_head.weight"),
-    (ESM1B, "lm_head.dense.weight", "encoder.lm_head.dense.weight"),
-    (ESM1B, "lm_head.layer_norm.bias", "encoder.lm_head.layer_norm.bias"),
-    (ESM1B, "contact_head.regression.weight", "contact_head.regression.weight"),
-    (ESM1, "embed_tokens.weight", "decoder.embed_tokens.weight"),
-    (ESM1, "embed_positions._float_tensor", "decoder.embed_positions._float_tensor"),
-    (ESM1, "layers.5.self_attn.bias_k", "decoder.layers.5.self_attn.bias_k"),
-    (ESM1, "layers.0.fc1.weight", "decoder.layers.0.fc1.weight"),
-    (ESM1, "embed_out", "decoder.embed_out"),
-    (ESM1, "embed_out_bias", "decoder.embed_out_bias"),
-    (ESM1, "contact_head.regression.bias", "contact_head.regression.bias"),
+    (ESM_1B, "embed_tokens.weight", "encoder.sentence_encoder.embed_tokens.weight"),
+    (ESM_1B, "embed_positions.weight", "encoder.sentence_encoder.embed_positions.weight"),
+    (ESM_1B, "layers.0.self_attn.k_proj.weight", "encoder.sentence_encoder.layers.0.self_attn.k_proj.weight"),
+    (ESM_1B, "layers.32.final_layer_norm.bias", "encoder.sentence_encoder.layers.32.final_layer_norm.bias"),
+    (ESM_1B, "emb_layer_norm_before.weight", "encoder.sentence_encoder.emb_layer_norm_before.weight"),
+    (ESM_1B, "emb_layer_norm_after.bias", "encoder.sentence_encoder.emb_layer_norm_after.bias"),
+    (ESM_1B, "lm_head.weight", "encoder.lm_head.weight"),
+    (ESM_1B, "lm_head.dense.weight", "encoder.lm_head.dense.weight"),
+    (ESM_1B, "lm_head.layer_norm.bias", "encoder.lm_head.layer_norm.bias"),
+    (ESM_1B, "contact_head.regression.weight", "contact_head.regression.weight"),
+    (ESM_1, "embed_tokens.weight", "decoder.embed_tokens.weight"),
+    (ESM_1, "embed_positions._float_tensor", "decoder.embed_positions._float_tensor"),
+    (ESM_1, "layers.5.self_attn.bias_k", "decoder.layers.5.self_attn.bias_k"),
+    (ESM_1, "layers.0.fc1.weight", "decoder.layers.0.fc1.weight"),
+    (ESM_1, "embed_out", "decoder.embed_out"),
+    (ESM_1, "embed_out_bias", "decoder.embed_out_bias"),
+    (ESM_1, "contact_head.regression.bias", "contact_head.regression.bias"),
 ]
 
 
@@ -69,30 +69,30 @@ class _Task:
         self.source_dictionary = alphabet
 
 
-def cli_cfg(variant: str, *extra: str):
-    """The full config fairseq-train builds for a small model of ``variant``."""
+def cli_cfg(generation: str, *extra: str):
+    """The full config fairseq-train builds for a small model of ``generation``."""
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(
-        parser, ["unused-data", "--task", "protein_mlm", "--alphabet", variant, "--arch", ARCH[variant], *SIZES, *extra]
+        parser, ["unused-data", "--task", "protein_mlm", "--alphabet", generation, "--arch", ARCH[generation], *SIZES, *extra]
     )
     return convert_namespace_to_omegaconf(args)
 
 
-def random_model(variant: str, *extra: str):
+def random_model(generation: str, *extra: str):
     """A small model built the fairseq-train way, every parameter random (the <mask> row zero, as released)."""
     torch.manual_seed(1)
-    model = build_model(cli_cfg(variant, *extra).model, _Task(load_alphabet(variant)))
+    model = build_model(cli_cfg(generation, *extra).model, _Task(load_alphabet(generation)))
     with torch.no_grad():
         for name, param in model.named_parameters():
             param.add_(0.1 * torch.randn_like(param))
-        if variant == "esm1b":
+        if generation == "esm1b":
             model.embed_tokens.weight[model.mask_idx] = 0
     return model.eval()
 
 
-def tokens(variant: str) -> torch.Tensor:
+def tokens(generation: str) -> torch.Tensor:
     """Padded batch with a <mask>."""
-    alphabet = load_alphabet(variant)
+    alphabet = load_alphabet(generation)
     rows = [alphabet.tokenize(s) for s in SEQUENCES]
     out = torch.full((len(rows), max(map(len, rows))), alphabet.padding_idx, dtype=torch.long)
     for i, row in enumerate(rows):
@@ -101,49 +101,49 @@ def tokens(variant: str) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("variant, ours, official", GOLDEN_KEYS)
-def test_key_map_golden_values(variant, ours, official):
-    assert ours_to_official(ours, variant) == official
-    assert official_to_ours(official, variant) == ours
+@pytest.mark.parametrize("generation, ours, official", GOLDEN_KEYS)
+def test_key_map_golden_values(generation, ours, official):
+    assert ours_to_official(ours, generation) == official
+    assert official_to_ours(official, generation) == ours
 
 
-@pytest.mark.parametrize("variant", ["esm1b", "esm1"])
-def test_key_map_inverts_on_every_parameter(variant):
-    model = random_model(variant)
+@pytest.mark.parametrize("generation", ["esm1b", "esm1"])
+def test_key_map_inverts_on_every_parameter(generation):
+    model = random_model(generation)
     for key in model.state_dict():
-        assert official_to_ours(ours_to_official(key, model.variant), model.variant) == key
+        assert official_to_ours(ours_to_official(key, model.generation), model.generation) == key
 
 
-@pytest.mark.parametrize("variant", ["esm1b", "esm1"])
-def test_official_round_trip(variant, tmp_path):
+@pytest.mark.parametrize("generation", ["esm1b", "esm1"])
+def test_official_round_trip(generation, tmp_path):
     """ours -> official -> ours -> official: same keys, same tensors, same args."""
-    first, _ = export_official(random_model(variant), tmp_path / "first.pt")
+    first, _ = export_official(random_model(generation), tmp_path / "first.pt")
     reloaded, alphabet = load_model(first)
-    assert alphabet.name == variant and not reloaded.training
+    assert alphabet.name == generation and not reloaded.training
     second, _ = export_official(reloaded, tmp_path / "second.pt")
     a, b = read_file(first), read_file(second)
     assert vars(a["args"]) == vars(b["args"])
-    assert a["args"].arch == {"esm1b": "roberta_large", "esm1": "protein_bert_base"}[variant]
+    assert a["args"].arch == {"esm1b": "roberta_large", "esm1": "protein_bert_base"}[generation]
     assert a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     regression = read_file(regression_path(first))["model"]
     assert sorted(regression) == ["contact_head.regression.bias", "contact_head.regression.weight"]
 
 
-@pytest.mark.parametrize("variant", ["esm1b", "esm1"])
+@pytest.mark.parametrize("generation", ["esm1b", "esm1"])
 @torch.no_grad()
-def test_export_loads_in_fair_esm_with_equal_outputs(variant, tmp_path):
-    model = random_model(variant)
+def test_export_loads_in_fair_esm_with_equal_outputs(generation, tmp_path):
+    model = random_model(generation)
     path, _ = export_official(model, tmp_path / "exported.pt")
     theirs, their_alphabet = load_model_and_alphabet_local(path)
-    batch = tokens(variant)
+    batch = tokens(generation)
     expected = theirs.eval()(batch, repr_layers=[2], return_contacts=True)
     for ours in (model, load_model(path)[0]):
         got = ours(batch, repr_layers=[2], return_contacts=True)
         for key in ("logits", "attentions", "contacts"):
             assert (expected[key] - got[key]).abs().max() <= 1e-4, key
         assert (expected["representations"][2] - got["representations"][2]).abs().max() <= 1e-4
-    assert len(their_alphabet) == len(load_alphabet(variant))
+    assert len(their_alphabet) == len(load_alphabet(generation))
 
 
 def test_official_file_without_regression_loads_with_a_warning(tmp_path):
@@ -178,14 +178,14 @@ def fairseq_checkpoint(model, cfg, path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("variant", ["esm1b", "esm1"])
+@pytest.mark.parametrize("generation", ["esm1b", "esm1"])
 @torch.no_grad()
-def test_load_fairseq_checkpoint(variant, tmp_path):
-    model = random_model(variant)
-    path = fairseq_checkpoint(model, cli_cfg(variant), tmp_path / "checkpoint_best.pt")
+def test_load_fairseq_checkpoint(generation, tmp_path):
+    model = random_model(generation)
+    path = fairseq_checkpoint(model, cli_cfg(generation), tmp_path / "checkpoint_best.pt")
     loaded, alphabet = load_model(path)
-    assert alphabet.name == variant and type(loaded) is type(model) and not loaded.training
-    assert torch.equal(loaded(tokens(variant))["logits"], model(tokens(variant))["logits"])
+    assert alphabet.name == generation and loaded.generation == model.generation and not loaded.training
+    assert torch.equal(loaded(tokens(generation))["logits"], model(tokens(generation))["logits"])
 
 
 @pytest.mark.parametrize("source", ["official", "fairseq"])

@@ -9,9 +9,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from fairseq_esm.inference.batching import pad_tokens
+from fairseq_esm.checkpoints import load_model
 from fairseq_esm.inference.contacts import attention_features
-from fairseq_esm.inference.loading import load_any
+from fairseq_esm.modules.batching import pad_tokens
 from fairseq_esm.modules.contact_head import ContactStream
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,7 +48,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def test_streamed_contacts_equal_stacked_path_and_fair_esm(variant, official_checkpoint, sample_proteins) -> None:
     checkpoint = official_checkpoint(variant)
-    ours, alphabet = load_any(checkpoint)
+    ours, alphabet = load_model(checkpoint)
     theirs, _ = esm.pretrained.load_model_and_alphabet_local(str(checkpoint))
     proteins, tokens = real_batch(sample_proteins, alphabet)
     spread_regression([ours, theirs.eval()], alphabet, proteins[0])
@@ -72,7 +72,7 @@ def test_streamed_contacts_equal_stacked_path_and_fair_esm(variant, official_che
 def test_streamed_sum_is_the_regression_in_float64_and_keeps_dtype(variant, official_checkpoint,
                                                                    sample_proteins) -> None:
     """In float64 rounding vanishes: any slip in masks, trimming or the layer-major weight order would show."""
-    ours, alphabet = load_any(official_checkpoint(variant))
+    ours, alphabet = load_model(official_checkpoint(variant))
     proteins, tokens = real_batch(sample_proteins, alphabet)
     spread_regression([ours], alphabet, proteins[0])
     ours.double()
@@ -113,7 +113,7 @@ def test_no_tensor_holds_every_layers_maps(variant, official_checkpoint, sample_
     """Deterministic memory check: streamed, the largest tensor ever made is one layer's (B, H, T, S) maps
     (made by the attention itself), and the contact head makes nothing bigger than (B, T, S); stacked, one
     tensor holds all layers' maps."""
-    ours, alphabet = load_any(official_checkpoint(variant))
+    ours, alphabet = load_model(official_checkpoint(variant))
     _, tokens = real_batch(sample_proteins, alphabet)
     batch, length = tokens.shape
     columns = length + int(variant == "esm1")  # ESM-1: one bias key column
@@ -135,7 +135,7 @@ def test_no_tensor_holds_every_layers_maps(variant, official_checkpoint, sample_
 
 
 def test_stream_refuses_missing_or_extra_layers(official_checkpoint, sample_proteins) -> None:
-    ours, alphabet = load_any(official_checkpoint("esm1b"))
+    ours, alphabet = load_model(official_checkpoint("esm1b"))
     _, tokens = real_batch(sample_proteins, alphabet)
     stream = ours.contact_head.stream(tokens, tokens.eq(alphabet.padding_idx))
     maps = torch.rand(tokens.size(0), HEADS, tokens.size(1), tokens.size(1))

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from fairseq_esm.checkpoints import load_model
+from fairseq_esm.checkpoints.pt_files import regression_path
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.contacts import main
-from fairseq_esm.data.structures import load_chain
 from fairseq_esm.evaluation.contact_figure import contact_figure
-from fairseq_esm.evaluation.contact_metrics import contact_precisions
 from fairseq_esm.inference.contacts import (
     Regression,
     attention_features,
@@ -26,8 +26,8 @@ from fairseq_esm.inference.contacts import (
     predict,
     save_regression,
 )
-from fairseq_esm.inference.loading import load_any
-from fairseq_esm.pretrained import regression_path
+from fairseq_esm.io.structures import load_chain
+from fairseq_esm.modules.contact_metrics import contact_precisions
 
 STRUCTURES = Path(__file__).resolve().parents[1] / "examples" / "data" / "structures"
 FIT_SET = ["1A8O.pdb.gz", "1LCD.pdb.gz", "1A7G.cif.gz", "4CUP.cif.gz"]
@@ -38,7 +38,7 @@ def spread_checkpoint(tmp_path: Path, official: Path) -> Path:
     so a 1e-4 agreement means something; fair-esm reads the sibling too."""
     checkpoint = tmp_path / "model.pt"
     shutil.copy(official, checkpoint)
-    model, alphabet = load_any(official)
+    model, alphabet = load_model(official)
     features = attention_features(model, alphabet, "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAV")
     coef = torch.randn(features.shape[-1], generator=torch.Generator().manual_seed(0)) / features.std()
     save_regression(regression_path(checkpoint), Regression(coef.numpy(), -1.0))
@@ -83,7 +83,7 @@ def test_predict_matches_fair_esm(variant, official_checkpoint, sample_proteins,
 
 @pytest.mark.parametrize("variant", ["esm1b", "esm1"])
 def test_features_and_head_weights_reproduce_the_head(variant, official_checkpoint, sample_proteins) -> None:
-    model, alphabet = load_any(official_checkpoint(variant))
+    model, alphabet = load_model(official_checkpoint(variant))
     protein = next(p for p in sample_proteins if 40 <= len(p) <= 120)
     features = attention_features(model, alphabet, protein)
     assert features.shape == (len(protein), len(protein), 3 * 4)
@@ -102,7 +102,7 @@ def mean_precision(features, chains, regression: Regression, key: str) -> float:
 def test_fit_recovers_a_contact_signal_among_attention_heads(official_checkpoint) -> None:
     """A random tiny model's heads carry no contact signal; add one noisy distance feature (σ = 4 Å) and the
     L1 fit must find it: precision well above random, and above a fit on residue-shuffled contact maps."""
-    model, alphabet = load_any(official_checkpoint("esm1b"))
+    model, alphabet = load_model(official_checkpoint("esm1b"))
     chains = [load_chain(STRUCTURES / name) for name in FIT_SET]
     rng = np.random.default_rng(0)
     features = []
@@ -138,7 +138,7 @@ def test_fit_cli_round_trips_through_its_files(official_checkpoint, sample_prote
     assert fitted.coef.shape == (12,) and fitted.intercept < 0  # contacts are rare
     assert fitted.info["structures"] == ["1A8O_A", "1LCD_A", "1A7G_E", "4CUP_A"] and fitted.info["C"] == 0.15
     assert set(torch.load(regression)["model"]) == {"contact_head.regression.weight", "contact_head.regression.bias"}
-    model, _ = load_any(new_checkpoint)
+    model, _ = load_model(new_checkpoint)
     np.testing.assert_array_equal(model.contact_head.regression.weight[0].detach().numpy(), fitted.coef)
     fasta = write_fasta(tmp_path / "in.fasta", [("p1", next(p for p in sample_proteins if 50 <= len(p) <= 120))])
     outputs = {}
@@ -163,7 +163,7 @@ def test_evaluate_prints_the_precision_table(official_checkpoint, tmp_path, caps
     assert lines == table.read_text().splitlines() and "warning" not in captured.err
     header = lines[0].split("\t")
     assert header[:3] == ["structure", "length", "resolved"] and "long_P@L/5" in header and len(lines) == 5
-    model, alphabet = load_any(checkpoint)
+    model, alphabet = load_model(checkpoint)
     chain = load_chain(STRUCTURES / "2BEG.pdb.gz")
     expected = contact_precisions(predict(model, alphabet, chain.sequence), chain.contacts(), chain.resolved)
     row = dict(zip(header, lines[3].split("\t")))
@@ -240,7 +240,7 @@ def test_evaluate_draws_predicted_over_true(official_checkpoint, tmp_path, capsy
     assert "wrote 1 contact-map PNGs" in captured.err
     with Image.open(pngs / "2BEG_A.png") as image:
         assert image.format == "PNG" and image.size == (550, 460)
-    model, alphabet = load_any(checkpoint)
+    model, alphabet = load_model(checkpoint)
     chain = load_chain(STRUCTURES / "2BEG.pdb.gz")  # 42 residues, 26 resolved: masked pairs to draw
     probs, contacts, resolved = predict(model, alphabet, chain.sequence), chain.contacts(), chain.resolved
     drawn = contact_figure(probs, contacts, resolved)

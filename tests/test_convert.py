@@ -19,13 +19,14 @@ from esm.pretrained import load_model_and_alphabet_local
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 
-from fairseq_esm.alphabet import DICT_DIR, load_alphabet
-from fairseq_esm.checkpoint_io import save_fairseq_checkpoint
+from fairseq_esm.checkpoints import load_model
+from fairseq_esm.checkpoints.pt_files import read_file
 from fairseq_esm.cli import export_official
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.convert import main
-from fairseq_esm.inference.batching import pad_tokens
-from fairseq_esm.pretrained import load_model, read_file
+from fairseq_esm.models.fairseq_checkpoint import save_fairseq_checkpoint
+from fairseq_esm.modules.alphabet import DICT_DIR, load_alphabet
+from fairseq_esm.modules.batching import pad_tokens
 
 TOL = 1e-4
 DIFF = re.compile(r"max \|logits difference\| SRC vs reloaded DST on 3 proteins \((\d+) tokens, one <mask>\): (\S+)")
@@ -154,7 +155,7 @@ def test_bad_arguments_are_one_line_exit_2(case, needle, official_checkpoint, tm
 @pytest.fixture
 def hf_dir_with_mask_row(official_checkpoint, tmp_path, capsys) -> Path:
     """The official test model as an HF directory whose <mask> embedding row is not zero."""
-    from fairseq_esm.hf import import_transformers
+    from fairseq_esm.checkpoints.huggingface import import_transformers
 
     out = tmp_path / "hf"
     convert(capsys, official_checkpoint("esm1b"), out, "--to", "hf")

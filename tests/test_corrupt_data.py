@@ -20,10 +20,11 @@ from fairseq.trainer import Trainer
 from fairseq_cli import preprocess
 from training import ROOT, environment, tiny_data, train_args
 
-from fairseq_esm.alphabet import DICT_DIR, esm1b_alphabet
+from fairseq_esm.checkpoints.pt_files import CheckpointError
 from fairseq_esm.data import integrity
 from fairseq_esm.data.integrity import DataIntegrityError
-from fairseq_esm.pretrained import CheckpointError
+from fairseq_esm.errors import install_excepthook
+from fairseq_esm.modules.alphabet import DICT_DIR, esm1b_alphabet
 from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 
 
@@ -142,9 +143,9 @@ def test_records_beyond_the_load_scan_are_checked_when_read(data, monkeypatch):
 
 
 def test_fairseq_cli_prints_file_errors_in_one_line_and_other_errors_in_full(capsys, monkeypatch):
-    """The hook the task installs (the real fairseq-train run above shows it installed): what users see."""
+    """The hook the plugin installs (the real fairseq-train run above shows it installed): what users see."""
     monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
-    integrity.install_cli_errors(CheckpointError)
+    install_excepthook()
     for error in (DataIntegrityError("data-bin/train.bin is truncated"), CheckpointError("x.pt is an esm1 checkpoint"),
                   KeyError("a bug")):
         sys.excepthook(type(error), error, None)

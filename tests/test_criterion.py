@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from fairseq import metrics
 from fairseq.criterions import CRITERION_REGISTRY
 
-from fairseq_esm.alphabet import esm1b_alphabet
-from fairseq_esm.criterions.masked_lm import EsmMaskedLMCriterion
+from fairseq_esm.criterions.esm_masked_lm import EsmMaskedLMCriterion
+from fairseq_esm.modules.alphabet import esm1b_alphabet
 
 
 class TinyLM(torch.nn.Module):

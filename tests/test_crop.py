@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 from fairseq.data import ListDataset
 
-from fairseq_esm.alphabet import esm1_alphabet, esm1b_alphabet
 from fairseq_esm.data.crop import CropDataset, crop_residues
+from fairseq_esm.modules.alphabet import esm1_alphabet, esm1b_alphabet
 
 STORED_EOS = 2  # fairseq-preprocess ends every record with the plain Dictionary's </s>
 

@@ -4,21 +4,18 @@ against Biopython's shipped DSSP output for 2BEG and its Bio.PDB.DSSP wrapper; p
 from __future__ import annotations
 
 import gzip
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fairseq_esm.cli.common import run_main
-from fairseq_esm.data.dssp import DsspError, chain_labels, parse_dssp, to_ss3
+from fairseq_esm.io.dssp import DsspError, chain_labels, parse_dssp, to_ss3
 
 ROOT = Path(__file__).resolve().parents[1]
 STRUCTURES = ROOT / "examples" / "data" / "structures"
 BIOPYTHON = Path("/work/shared/data/structures/biopython_pdb")
-sys.path.insert(0, str(ROOT / "preprocess"))
-import structure_labels  # noqa: E402
-
+from fairseq_esm.cli import structure_labels
 
 
 def fraction(ss8: str, states: str) -> float:

@@ -12,7 +12,7 @@ import esm
 import numpy as np
 import pytest
 
-from fairseq_esm.alphabet import CANONICAL_AMINO_ACIDS
+from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli import pfam_auc, plots
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.evaluation.embedding_plots import (
@@ -23,7 +23,7 @@ from fairseq_esm.evaluation.embedding_plots import (
     output_embeddings,
     tsne_2d,
 )
-from fairseq_esm.inference.loading import load_any
+from fairseq_esm.io.residues import CANONICAL_AMINO_ACIDS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 STO = Path(__file__).resolve().parents[1] / "examples" / "data" / "pfam"
@@ -47,7 +47,7 @@ def test_classes_partition_the_twenty_amino_acids():
 @pytest.mark.parametrize("variant", ["esm1b", "esm1"])
 def test_output_embeddings_are_fair_esm_rows(official_checkpoint, variant):
     path = official_checkpoint(variant, layers=1, dim=32, ffn=64)
-    model, alphabet = load_any(path)
+    model, alphabet = load_model(path)
     reference, ref_alphabet = esm.pretrained.load_model_and_alphabet_local(str(path))
     weight = reference.lm_head.weight if variant == "esm1b" else reference.embed_out
     expected = weight.detach()[[ref_alphabet.get_idx(a) for a in CANONICAL_AMINO_ACIDS]].numpy()
@@ -56,7 +56,7 @@ def test_output_embeddings_are_fair_esm_rows(official_checkpoint, variant):
 
 
 def test_tsne_is_seeded(official_checkpoint):
-    model, alphabet = load_any(official_checkpoint("esm1b", layers=1, dim=32, ffn=64))
+    model, alphabet = load_model(official_checkpoint("esm1b", layers=1, dim=32, ffn=64))
     vectors = output_embeddings(model, alphabet)[1]
     first = tsne_2d(vectors, seed=3)
     assert first.shape == (20, 2) and np.isfinite(first).all()

@@ -104,7 +104,7 @@ def test_model_trained_here_loads_in_fair_esm(data_bin: Path, tmp_path: Path):
     import esm
     import torch
 
-    from fairseq_esm.pretrained import load_model
+    from fairseq_esm.checkpoints import load_model
 
     save = tmp_path / "ckpt"
     run(["fairseq-train", str(data_bin), *TASK, "--arch", "esm1b_t4_1M", "--optimizer", "adam", "--lr", "1e-3",

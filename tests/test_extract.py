@@ -12,12 +12,12 @@ import pytest
 import torch
 from esm.pretrained import load_model_and_alphabet_local
 
+from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.extract import main
-from fairseq_esm.inference.batching import windows
 from fairseq_esm.inference.extract import ExtractSpec, ExtractStats, extract_representations, resolve_layers
-from fairseq_esm.inference.loading import load_any
 from fairseq_esm.inference.output import file_stem, read_shards
+from fairseq_esm.modules.batching import windows
 
 TOL = 1e-4
 
@@ -104,7 +104,7 @@ def test_matches_fair_esm_extract(variant, official_checkpoint, sample_proteins,
 
 
 def test_python_api_yields_plain_tensors_and_counts(official_checkpoint, sample_proteins):
-    model, alphabet = load_any(official_checkpoint("esm1b"))
+    model, alphabet = load_model(official_checkpoint("esm1b"))
     records = [("short", sample_proteins[12]), ("long", sample_proteins[1])]  # 98 and 381 residues
     spec = ExtractSpec(layers=resolve_layers([-1], model.num_layers), include=frozenset({"mean", "per_tok"}))
     stats = ExtractStats()
@@ -168,7 +168,7 @@ def test_long_protein_windows_average_overlaps(variant, official_checkpoint, sam
                    "--include", "mean", "per_tok", "bos", "contacts") == 0
     assert "windowed 1, truncated 0" in capsys.readouterr().err
     result = load_pt(tmp_path / "out")["long1"]
-    model, alphabet = load_any(checkpoint)
+    model, alphabet = load_model(checkpoint)
     size = 128 - alphabet.num_specials_added
     spans = windows(len(seq), size, 40)
     assert len(spans) >= 3
@@ -205,7 +205,7 @@ def test_long_protein_truncated_with_warning(official_checkpoint, sample_protein
     assert "warning: 1 protein(s) longer than 126 residues are truncated" in err and "long1" in err
     assert "truncated 1" in err
     results = load_pt(tmp_path / "out")
-    model, alphabet = load_any(checkpoint)
+    model, alphabet = load_model(checkpoint)
     with torch.no_grad():
         direct = model(alphabet.tokenize(seq[:126])[None], repr_layers=[3])["representations"][3][0, 1:-1]
     assert_close(results["long1"]["representations"][3], direct)
@@ -237,7 +237,7 @@ def test_unsafe_and_duplicate_ids_get_safe_recorded_names(official_checkpoint, s
     assert named["sp|P69905|HBA_HUMAN"] == "sp|P69905|HBA_HUMAN.pt"  # safe ids keep their name
     assert named["a/b"] == file_stem("a/b") + ".pt" != "a/b.pt"  # deterministic mapping
     # duplicate id (--duplicates keep): the first record keeps the plain name, the second gets its own file
-    model, alphabet = load_any(official_checkpoint("esm1b"))
+    model, alphabet = load_model(official_checkpoint("esm1b"))
     with torch.no_grad():
         firsts = [model(alphabet.tokenize(seq)[None], repr_layers=[3])["representations"][3][0, 1:-1].mean(0)
                   for rid, seq in records if rid == "ok_id"]

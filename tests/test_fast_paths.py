@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from fairseq_esm.alphabet import esm1b_alphabet
 from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+from fairseq_esm.modules.alphabet import esm1b_alphabet
 from fairseq_esm.modules.attention import SelfAttention
 
 pytestmark = pytest.mark.usefixtures("one_thread")

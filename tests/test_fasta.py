@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fairseq_esm.data.fasta import (
+from fairseq_esm.io.fasta import (
     FastaFormatError,
     FastaReport,
     ResiduePolicy,

@@ -12,14 +12,21 @@ import numpy as np
 import pytest
 import torch
 
+from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.finetune_variants import main
-from fairseq_esm.finetune.mutational import (FinetuneConfig, VariantHead, finetune, fold_ids, standardise,
-                                             subsample, training_loss)
-from fairseq_esm.inference.batching import residue_budget
-from fairseq_esm.inference.loading import load_any
+from fairseq_esm.evaluation.mutational_finetune import (
+    FinetuneConfig,
+    VariantHead,
+    finetune,
+    fold_ids,
+    standardise,
+    subsample,
+    training_loss,
+)
 from fairseq_esm.inference.mutations import check_rows
 from fairseq_esm.inference.variant_scoring import score_variants
+from fairseq_esm.modules.batching import residue_budget
 
 DMS = Path(__file__).resolve().parents[1] / "examples" / "data" / "dms"
 FASTA = DMS / "BLAT_ECOLX.fasta"
@@ -32,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def tiny(official_checkpoint):
-    return load_any(official_checkpoint("esm1b", **TINY))
+    return load_model(official_checkpoint("esm1b", **TINY))
 
 
 def variants_of(codes: list[str], budget: int) -> list:
@@ -67,7 +74,7 @@ def test_folds_partition_the_variants_80_20_and_are_deterministic():
 
 
 def test_training_reduces_training_loss_and_train_layers_freezes_the_rest(official_checkpoint, dms_rows):
-    model, alphabet = load_any(official_checkpoint("esm1b", **TINY))
+    model, alphabet = load_model(official_checkpoint("esm1b", **TINY))
     budget = residue_budget(model.max_positions(), alphabet)
     rows = dms_rows[:80]
     head = VariantHead(alphabet, WT, variants_of([r["mutant"] for r in rows], budget), budget)

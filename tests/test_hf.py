@@ -17,13 +17,19 @@ import pytest
 import torch
 from esm.pretrained import load_model_and_alphabet_local
 
-from fairseq_esm.alphabet import load_alphabet
+from fairseq_esm.checkpoints import load_model
+from fairseq_esm.checkpoints.huggingface import (
+    TransformersMissing,
+    _hide_broken_torchaudio,
+    import_transformers,
+    key_table,
+    load_hf_model,
+)
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.convert import main
-from fairseq_esm.hf import TransformersMissing, _hide_broken_torchaudio, import_transformers, key_table, load_hf_model
-from fairseq_esm.inference.batching import pad_tokens
-from fairseq_esm.inference.loading import load_any
 from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+from fairseq_esm.modules.alphabet import load_alphabet
+from fairseq_esm.modules.batching import pad_tokens
 
 TOL = 1e-4
 LAYERS = 3
@@ -121,7 +127,7 @@ def test_hf_contacts_match_fair_esm(hf_dir, official_checkpoint, transformers, s
 
 def test_hf_directory_loads_as_our_model(hf_dir, transformers, sample_proteins):
     tokens = real_batch(sample_proteins)
-    ours, alphabet = load_any(hf_dir)
+    ours, alphabet = load_model(hf_dir)
     assert alphabet.name == "esm1b" and ours.max_positions() == 128 and not ours.training
     hf_model = transformers.EsmForMaskedLM.from_pretrained(str(hf_dir)).eval()
     logits, hidden, last = hf_outputs(hf_model, tokens)

@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 from Bio import SearchIO
 
-from fairseq_esm.baselines.hmmer_search import (HmmerError, all_vs_all, fill_similarity, hmmer_program,
-                                                hmmer_version, parse_tblout, write_fasta)
 from fairseq_esm.evaluation.remote_homology import read_scope
+from fairseq_esm.io.hmmer_search import (
+    HmmerError,
+    all_vs_all,
+    fill_similarity,
+    hmmer_program,
+    hmmer_version,
+    parse_tblout,
+    write_fasta,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

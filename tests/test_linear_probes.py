@@ -13,12 +13,26 @@ import pytest
 
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.probes import main
-from fairseq_esm.data.dssp import SS8
-from fairseq_esm.evaluation.linear_probes import (ContactProbeConfig, contact_precision, cross_validate,
-                                                  onehot_features, ss8_targets)
-from fairseq_esm.evaluation.scope_folds import (LEVELS, FoldError, LabelledDomain, crop_domains, group_key,
-                                                partition, read_assignments, read_labels, search_domains)
+from fairseq_esm.evaluation.linear_probes import (
+    ContactProbeConfig,
+    contact_precision,
+    cross_validate,
+    onehot_features,
+    ss8_targets,
+)
 from fairseq_esm.evaluation.remote_homology import parse_header
+from fairseq_esm.evaluation.scope_folds import (
+    LEVELS,
+    FoldError,
+    LabelledDomain,
+    crop_domains,
+    group_key,
+    partition,
+    read_assignments,
+    read_labels,
+    search_domains,
+)
+from fairseq_esm.io.dssp import SS8
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import read_proteins
+from training import run, tiny_data, train_args
+
 from fairseq_esm.cli import lm_table, ngram
 from fairseq_esm.cli.common import run_main
-from training import run, tiny_data, train_args
 
 TASK = ["--user-dir", "fairseq_esm", "--task", "protein_mlm", "--criterion", "esm_masked_lm", "--cpu"]
 

@@ -2,8 +2,8 @@
 
 import torch
 
-from fairseq_esm.alphabet import esm1b_alphabet
 from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+from fairseq_esm.modules.alphabet import esm1b_alphabet
 
 
 def test_mask_row_is_zero_at_init_and_after_adam_steps():

@@ -9,10 +9,9 @@ import pytest
 import torch
 from fairseq.data import ListDataset
 
-from fairseq_esm.alphabet import CANONICAL_AMINO_ACIDS, esm1_alphabet, esm1b_alphabet
 from fairseq_esm.data.masking import MaskedProteinDataset, alternate_canonical, mask_tokens, masking_scheme
-
-
+from fairseq_esm.io.residues import CANONICAL_AMINO_ACIDS
+from fairseq_esm.modules.alphabet import esm1_alphabet, esm1b_alphabet
 
 
 @pytest.fixture(scope="module")

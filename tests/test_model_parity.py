@@ -16,12 +16,12 @@ from esm.pretrained import load_model_and_alphabet_local
 from fairseq import options
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.models import build_model
+from oracle import fair_esm_model, write_official
 
 import fairseq_esm  # noqa: F401  (registers the models)
-from fairseq_esm.alphabet import load_alphabet
+from fairseq_esm.checkpoints import load_model
 from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
-from fairseq_esm.pretrained import load_model
-from oracle import fair_esm_model, write_official
+from fairseq_esm.modules.alphabet import load_alphabet
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "data" / "uniprot_sample.fasta.gz"
@@ -50,9 +50,9 @@ def real_proteins(count: int = 4, max_len: int = 60) -> list[str]:
     return [p[: max_len - 9 * i] for i, p in enumerate(proteins)]
 
 
-def batch(variant: str) -> torch.Tensor:
+def batch(generation: str) -> torch.Tensor:
     """Padded (B, T) tokens of real proteins with a few residues replaced by <mask>."""
-    alphabet = load_alphabet(variant)
+    alphabet = load_alphabet(generation)
     rows = [alphabet.tokenize(p) for p in real_proteins()]
     tokens = torch.full((len(rows), max(len(r) for r in rows)), alphabet.padding_idx, dtype=torch.long)
     for i, row in enumerate(rows):
@@ -65,7 +65,7 @@ def batch(variant: str) -> torch.Tensor:
 
 @pytest.fixture(scope="module", params=["esm1b", "esm1"])
 def loaded(request, tmp_path_factory):
-    """(variant, fair-esm's model, ours), both read from the same official file."""
+    """(generation, fair-esm's model, ours), both read from the same official file."""
     path = write_official(fair_esm_model(request.param), tmp_path_factory.mktemp("official") / "tiny.pt")
     theirs, _ = load_model_and_alphabet_local(path)
     ours, alphabet = load_model(path)
@@ -80,8 +80,8 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @torch.no_grad()
 def test_outputs_match_fair_esm(loaded):
-    variant, theirs, ours = loaded
-    tokens = batch(variant)
+    generation, theirs, ours = loaded
+    tokens = batch(generation)
     kwargs = dict(repr_layers=range(LAYERS + 1), return_contacts=True)
     expected, got = theirs(tokens, **kwargs), ours(tokens, **kwargs)
     for key in ("logits", "attentions", "contacts"):
@@ -95,8 +95,8 @@ def test_outputs_match_fair_esm(loaded):
 @torch.no_grad()
 def test_fused_path_matches_fair_esm(loaded):
     """Without head weights we run SDPA, fair-esm runs torch's multi_head_attention_forward."""
-    variant, theirs, ours = loaded
-    tokens = batch(variant)
+    generation, theirs, ours = loaded
+    tokens = batch(generation)
     expected, got = theirs(tokens, repr_layers=[LAYERS]), ours(tokens, repr_layers=[LAYERS])
     assert "attentions" not in got
     assert max_diff(expected["logits"], got["logits"]) <= TOLERANCE
@@ -105,8 +105,8 @@ def test_fused_path_matches_fair_esm(loaded):
 
 @torch.no_grad()
 def test_sdpa_equals_explicit_softmax(loaded):
-    variant, _, ours = loaded
-    tokens = batch(variant)
+    generation, _, ours = loaded
+    tokens = batch(generation)
     fused = ours(tokens, repr_layers=range(LAYERS + 1))
     explicit = ours(tokens, repr_layers=range(LAYERS + 1), need_head_weights=True)
     assert max_diff(fused["logits"], explicit["logits"]) <= TOLERANCE
@@ -116,15 +116,15 @@ def test_sdpa_equals_explicit_softmax(loaded):
 
 @torch.no_grad()
 def test_unpadded_single_sequence_matches(loaded):
-    variant, theirs, ours = loaded
-    tokens = batch(variant)[:1]
+    generation, theirs, ours = loaded
+    tokens = batch(generation)[:1]
     assert max_diff(theirs(tokens)["logits"], ours(tokens)["logits"]) <= TOLERANCE
 
 
 @torch.no_grad()
 def test_masked_tokens_select_logit_rows(loaded):
-    variant, _, ours = loaded
-    tokens = batch(variant)
+    generation, _, ours = loaded
+    tokens = batch(generation)
     masked = tokens.eq(ours.mask_idx)
     full = ours(tokens)["logits"]
     assert torch.equal(ours(tokens, masked_tokens=masked)["logits"], full[masked])
@@ -132,8 +132,8 @@ def test_masked_tokens_select_logit_rows(loaded):
 
 @torch.no_grad()
 def test_predict_contacts(loaded):
-    variant, theirs, ours = loaded
-    tokens = batch(variant)
+    generation, theirs, ours = loaded
+    tokens = batch(generation)
     assert max_diff(theirs.predict_contacts(tokens), ours.predict_contacts(tokens)) <= TOLERANCE
 
 
@@ -182,21 +182,21 @@ class _Task:
 
 def cli_model_cfg(arch: str, *extra: str):
     """The model config fairseq-train builds from ``--arch arch`` (task defaults, max_positions 1024)."""
-    variant = "esm1b" if arch.startswith("esm1b") else "esm1"
+    generation = "esm1b" if arch.startswith("esm1b") else "esm1"
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(
-        parser, ["unused-data", "--task", "protein_mlm", "--alphabet", variant, "--arch", arch, *extra]
+        parser, ["unused-data", "--task", "protein_mlm", "--alphabet", generation, "--arch", arch, *extra]
     )
-    return convert_namespace_to_omegaconf(args).model, variant
+    return convert_namespace_to_omegaconf(args).model, generation
 
 
 @pytest.mark.parametrize("arch", sorted(ARCH_PARAMS))
 def test_named_arch_parameter_count(arch):
-    cfg, variant = cli_model_cfg(arch)
+    cfg, generation = cli_model_cfg(arch)
     with torch.device("meta"):
-        model = build_model(cfg, _Task(load_alphabet(variant)))
-    assert model.variant.name == variant
-    assert model.token_dropout == (variant == "esm1b")
+        model = build_model(cfg, _Task(load_alphabet(generation)))
+    assert model.generation.name == generation
+    assert model.token_dropout == (generation == "esm1b")
     assert sum(p.numel() for p in model.parameters()) == ARCH_PARAMS[arch]
 
 

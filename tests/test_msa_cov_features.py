@@ -10,19 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_structure_tasks as structure
 import torch
+from training import environment, run
 
-from fairseq_esm.alphabet import esm1b_alphabet
-from fairseq_esm.data.a3m import read_a3m
+from fairseq_esm.checkpoints import load_model
 from fairseq_esm.data.integrity import DataIntegrityError
 from fairseq_esm.data.structure_labels_dataset import SplitWriter, StructureLabelsDataset
-from fairseq_esm.inference.loading import load_any
 from fairseq_esm.inference.msa_features import embed_rows, msa_covariance, pca_projection, sequence_weights
+from fairseq_esm.io.a3m import read_a3m
 from fairseq_esm.models.contact_resnet import ContactResNetConfig, ContactResNetModel
-from fairseq_esm.tasks.contact_prediction import ContactPredictionTask
-from fairseq_esm.tasks.secondary_structure import SecondaryStructureTask, StructureTaskConfig
-import test_structure_tasks as structure
-from training import environment, run
+from fairseq_esm.modules.alphabet import esm1b_alphabet
+from fairseq_esm.tasks.protein_contacts import ContactPredictionTask
+from fairseq_esm.tasks.protein_ss8 import SecondaryStructureTask, StructureTaskConfig
 
 ROOT, msa_split_features = structure.ROOT, structure.msa_split_features
 labels, built, backbone = structure.labels, structure.built, structure.backbone  # the shared fixtures
@@ -55,7 +55,7 @@ def test_stored_members_give_the_covariance_of_the_query(cov_data, backbone):
     p_j,k2 for the query's own embedding projected on pca.npy. Checks the PCA, record order, offsets, float16."""
     pca = np.load(cov_data / "pca.npy")
     assert pca.shape == (K, 32)
-    model, alphabet = load_any(backbone)
+    model, alphabet = load_model(backbone)
     task = cov_task(ContactPredictionTask, cov_data)
     task.load_dataset("train")
     dataset = task.dataset("train")
@@ -91,7 +91,7 @@ def one_protein_split(directory: Path, query: str, arrays: dict[str, np.ndarray]
 def test_on_the_fly_covariance_equals_msa_covariance(backbone, tmp_path):
     """A real HHblits MSA (gaps, unequal weights): stored as the tool stores it, the dataset's pair features
     are msa_covariance of the same MSA; files that disagree with the split or K are one clear error."""
-    model, alphabet = load_any(backbone)
+    model, alphabet = load_model(backbone)
     rows = read_a3m(A3M, max_rows=12)
     embeddings = embed_rows(model, alphabet, rows)
     weights = sequence_weights([row.aligned() for row in rows if row.sequence])

@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from fairseq_esm.data.a3m import A3mFormatError, read_a3m
-from fairseq_esm.inference.loading import load_any
-from fairseq_esm.inference.msa_features import (AlignedEmbeddings, embed_rows, msa_average, msa_covariance,
-                                                pca_projection, sequence_weights)
+from fairseq_esm.checkpoints import load_model
+from fairseq_esm.inference.msa_features import (
+    AlignedEmbeddings,
+    embed_rows,
+    msa_average,
+    msa_covariance,
+    pca_projection,
+    sequence_weights,
+)
+from fairseq_esm.io.a3m import A3mFormatError, read_a3m
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 A3M = Path(__file__).resolve().parents[1] / "examples" / "data" / "msa" / "UniRef50_E9K9Y4.a3m"
@@ -89,7 +95,7 @@ def test_covariance_matches_a_direct_loop():
 
 
 def test_model_embeddings_are_placed_in_query_columns(official_checkpoint):
-    model, alphabet = load_any(official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4))
+    model, alphabet = load_model(official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4))
     rows = read_a3m(A3M, max_rows=4)
     emb = embed_rows(model, alphabet, rows)
     assert emb.values.shape == (4, 98, 32) and emb.skipped_empty == 0

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fairseq_esm.baselines.ngram import SYMBOLS, V, NgramCounts, encode_proteins, sweep_context
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.ngram import main
+from fairseq_esm.evaluation.ngram import SYMBOLS, NgramCounts, V, encode_proteins, sweep_context
 
 BEGIN = "^"
 

@@ -12,16 +12,25 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from fairseq_esm.alphabet import RESIDUE_LETTERS
-from fairseq_esm.baselines.hmmer_search import all_vs_all
+from fairseq_esm.checkpoints import load_model, untrained_like
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.homology import main
-from fairseq_esm.inference.loading import untrained_like
-from fairseq_esm.evaluation.remote_homology import (EXCLUDED_FOLDS, ScopDomain, ScopFormatError, composition,
-                                                    drop_excluded_folds, evaluate, evaluate_similarity, pair_counts,
-                                                    load_scope_set, parse_header,
-                                                    read_scope, subsample_folds)
-from fairseq_esm.inference.loading import load_any
+from fairseq_esm.evaluation.remote_homology import (
+    EXCLUDED_FOLDS,
+    ScopDomain,
+    ScopFormatError,
+    composition,
+    drop_excluded_folds,
+    evaluate,
+    evaluate_similarity,
+    load_scope_set,
+    pair_counts,
+    parse_header,
+    read_scope,
+    subsample_folds,
+)
+from fairseq_esm.io.hmmer_search import all_vs_all
+from fairseq_esm.io.residues import RESIDUE_LETTERS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -222,7 +231,7 @@ def test_cli_level_without_positives_is_a_dash(official_checkpoint, slice_fasta,
 
 
 def test_untrained_is_seeded_and_same_shape(official_checkpoint):
-    model, alphabet = load_any(official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4))
+    model, alphabet = load_model(official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4))
     a, b = untrained_like(model, alphabet, 5), untrained_like(model, alphabet, 5)
     state, other = a.state_dict(), b.state_dict()
     assert state.keys() == model.state_dict().keys()

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.score import main
-from fairseq_esm.inference.batching import residue_budget
-from fairseq_esm.inference.loading import load_any
 from fairseq_esm.inference.scoring import log_probs, pll_queries, pseudo_log_likelihoods, true_log_probs
+from fairseq_esm.modules.batching import residue_budget
 from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 
 SHORT = [16, 23, 59]  # 83, 61 (with an X) and 7 residues: fit a 128-position model
@@ -62,7 +62,7 @@ def direct_per_residue(checkpoint: Path, sequence: str, window: int | None = Non
 
 def our_per_residue(checkpoint: Path, sequence: str, toks_per_batch: int = 4096) -> list[float]:
     """The same through our query batching (the path pseudo_log_likelihoods takes)."""
-    model, alphabet = load_any(checkpoint)
+    model, alphabet = load_model(checkpoint)
     queries = pll_queries(alphabet, sequence, residue_budget(model.max_positions(), alphabet))
     rows = log_probs(model, queries, alphabet.mask_idx, alphabet.padding_idx, toks_per_batch)
     return true_log_probs(alphabet, sequence, rows).tolist()
@@ -89,7 +89,7 @@ def test_pll_equals_unbatched_fair_esm_per_residue(official_checkpoint, sample_p
 def test_pll_is_batching_invariant(official_checkpoint, sample_proteins):
     checkpoint = official_checkpoint("esm1b")
     proteins = [sample_proteins[i] for i in SHORT]
-    model, alphabet = load_any(checkpoint)
+    model, alphabet = load_model(checkpoint)
     reference = pseudo_log_likelihoods(model, alphabet, proteins, 100_000)  # all copies in one batch
     for budget in (100, 1024):  # one masked copy per batch, a few
         np.testing.assert_allclose(pseudo_log_likelihoods(model, alphabet, proteins, budget), reference, atol=1e-4)

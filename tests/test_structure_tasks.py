@@ -9,7 +9,6 @@ import io
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +16,22 @@ import pytest
 import torch
 from fairseq import metrics
 
+from fairseq_esm.checkpoints import load_model
+from fairseq_esm.checkpoints.pt_files import CheckpointError
 from fairseq_esm.cli.common import run_main
-from fairseq_esm.criterions.contact_prediction import ContactCriterion
-from fairseq_esm.criterions.secondary_structure import SecondaryStructureCriterion
+from fairseq_esm.criterions.protein_contacts import ContactCriterion
+from fairseq_esm.criterions.protein_ss8 import SecondaryStructureCriterion
 from fairseq_esm.data.structure_labels_dataset import IGNORE, SS8_STATES
-from fairseq_esm.evaluation.contact_metrics import contact_precisions
-from fairseq_esm.inference.loading import load_any
 from fairseq_esm.models.contact_resnet import ContactResNetConfig, ContactResNetModel
-from fairseq_esm.models.netsurf_head import NetsurfConfig, NetsurfSS8Model
-from fairseq_esm.pretrained import CheckpointError
-from fairseq_esm.tasks.contact_prediction import ContactPredictionTask
-from fairseq_esm.tasks.secondary_structure import SecondaryStructureTask, StructureTaskConfig
+from fairseq_esm.models.netsurf_ss8 import NetsurfConfig, NetsurfSS8Model
+from fairseq_esm.modules.contact_metrics import contact_precisions
+from fairseq_esm.tasks.protein_contacts import ContactPredictionTask
+from fairseq_esm.tasks.protein_ss8 import SecondaryStructureTask, StructureTaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "preprocess"))
-import msa_split_features  # noqa: E402
-import structure_dataset  # noqa: E402
-import structure_labels  # noqa: E402
 from training import environment, losses, run  # noqa: E402
+
+from fairseq_esm.cli import msa_split_features, structure_dataset, structure_labels
 
 STRUCTURES = ROOT / "examples" / "data" / "structures"
 CB513 = ROOT / "examples" / "data" / "cb513" / "CB513_HHblits_first20.csv"
@@ -314,7 +311,7 @@ def test_msa_average_features_fill_a_split(built, backbone, tmp_path):
     # every protein finds its copy, except the 10-residue peptide 2n0n_M1 (below MMseqs2's k-mer prefilter)
     assert len(depths) == len(records) and [n for (n, _), d in zip(records, depths) if d < 2] == ["2n0n_M1_A"]
     # an MSA of the query alone averages to the query's own embedding: checks placement and record order
-    model, alphabet = load_any(backbone)
+    model, alphabet = load_model(backbone)
     offsets = np.cumsum([0] + [len(seq) for _, seq in records])
     alone = depths.index(1)
     with torch.no_grad():

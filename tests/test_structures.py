@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fairseq_esm.data.structures import StructureError, load_chain, parse_spec, place_observed
+from fairseq_esm.io.structures import StructureError, load_chain, parse_spec, place_observed
 
 STRUCTURES = Path(__file__).resolve().parents[1] / "examples" / "data" / "structures"
 ONE_LETTER = dict(zip("ALA ARG ASN ASP CYS GLN GLU GLY HIS ILE LEU LYS MET PHE PRO SER THR TRP TYR VAL".split(),

@@ -12,7 +12,7 @@ from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.tasks import TASK_REGISTRY
 
-from fairseq_esm.alphabet import DICT_DIR, esm1b_alphabet
+from fairseq_esm.modules.alphabet import DICT_DIR, esm1b_alphabet
 from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 
 MAX_POSITIONS = 128

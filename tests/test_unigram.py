@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from fairseq_esm.alphabet import RESIDUE_LETTERS, esm1b_alphabet
 from fairseq_esm.cli.unigram_ece import main
 from fairseq_esm.evaluation.unigram import ece, heldout_targets, residue_counts, unigram_log_probs
+from fairseq_esm.io.residues import RESIDUE_LETTERS
+from fairseq_esm.modules.alphabet import esm1b_alphabet
 from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
-
-
 
 
 @pytest.fixture(scope="module")

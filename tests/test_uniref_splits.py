@@ -4,7 +4,6 @@ tables (fairseq_esm/data/clusters.py) and UR50/D cluster sampling, on real prote
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import math
 import os
@@ -21,7 +20,8 @@ from scipy.stats import chi2
 
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.data.cluster_sampling import ClusterSampledDataset
-from fairseq_esm.data.clusters import (
+from fairseq_esm.data.integrity import DataIntegrityError
+from fairseq_esm.io.clusters import (
     ClusterError,
     ClusterTable,
     accession,
@@ -29,8 +29,7 @@ from fairseq_esm.data.clusters import (
     membership_from_table,
     run_mmseqs,
 )
-from fairseq_esm.data.fasta import read_fasta
-from fairseq_esm.data.integrity import DataIntegrityError
+from fairseq_esm.io.fasta import read_fasta
 from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,15 +38,7 @@ BIN = Path(sys.executable).parent
 EVAL = ("heldout", "valid")
 
 
-def load_cli():
-    """preprocess/make_uniref_splits.py as a module, so its main() runs in-process."""
-    spec = importlib.util.spec_from_file_location("make_uniref_splits", ROOT / "preprocess" / "make_uniref_splits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-splits_cli = load_cli()
+from fairseq_esm.cli import make_uniref_splits as splits_cli  # noqa: E402
 
 
 def records(path: Path) -> list[tuple[str, str]]:

@@ -14,12 +14,12 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.variants import main
-from fairseq_esm.inference.batching import windows
-from fairseq_esm.inference.loading import load_any
 from fairseq_esm.inference.mutations import check_rows, mutant_sequence, parse_variant
 from fairseq_esm.inference.variant_scoring import score_variants
+from fairseq_esm.modules.batching import windows
 
 DMS = Path(__file__).resolve().parents[1] / "examples" / "data" / "dms"
 FASTA = DMS / "BLAT_ECOLX.fasta"
@@ -120,7 +120,7 @@ def test_marginal_strategies_equal_fair_esm(official_checkpoint, codes, tmp_path
 
 def test_pseudo_likelihood_equals_fair_esm(official_checkpoint, codes):
     checkpoint = official_checkpoint("esm1b", layers=1, dim=32, ffn=64, **FITS)  # 286 masked copies per mutant
-    model, alphabet = load_any(checkpoint)
+    model, alphabet = load_model(checkpoint)
     picked = [codes[0], codes[5]]  # a single and a double
     result = score_variants(model, alphabet, WT, [parse_variant(c) for c in picked], "pseudo-likelihood")
     oracle = FairEsm(checkpoint)
@@ -129,7 +129,7 @@ def test_pseudo_likelihood_equals_fair_esm(official_checkpoint, codes):
 
 
 def test_cached_masked_marginal_equals_uncached_with_one_forward_per_position(official_checkpoint, dms_rows, codes):
-    model, alphabet = load_any(official_checkpoint("esm1b", **FITS))
+    model, alphabet = load_model(official_checkpoint("esm1b", **FITS))
     table = [r["mutant"] for r in dms_rows[:40]] + codes[5:]
     variants = [parse_variant(c) for c in table]
     cached = score_variants(model, alphabet, WT, variants, "masked-marginal", toks_per_batch=2000)
@@ -259,7 +259,7 @@ def test_long_wild_type_uses_windows(official_checkpoint, codes):
     centred on it, an unmasked read in the half-overlapping window where it is most central. A double
     further apart than the context cannot be masked jointly and is reported; additive scores it."""
     checkpoint = official_checkpoint("esm1b")
-    model, alphabet = load_any(checkpoint)
+    model, alphabet = load_model(checkpoint)
     checks, report = check_rows(["H24C:W286A", codes[0]], WT, max_span=126)
     assert [c.status for c in checks] == ["beyond_context", "ok"] and report.counts["beyond_context"] == 1
     far = parse_variant("H24C:W286A")

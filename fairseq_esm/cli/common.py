@@ -6,11 +6,12 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
-from ..data.fasta import FastaFormatError
-from ..pretrained import CheckpointError
+from fairseq_esm.checkpoints.pt_files import CheckpointError
+from fairseq_esm.errors import InputError
+from fairseq_esm.io.fasta import FastaFormatError
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """Input the user can fix (a bad mutation code, a missing column): printed as one ``error:`` line."""
 
 

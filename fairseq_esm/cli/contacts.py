@@ -18,12 +18,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..data.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
-from ..data.structures import ChainStructure, StructureError, load_chain, parse_spec
-from ..evaluation.contact_figure import contact_figure, save_contact_png
-from ..evaluation.contact_metrics import contact_precisions, mean_precisions
-from ..inference.batching import residue_budget
-from ..inference.contacts import (
+from fairseq_esm.checkpoints import load_model, pick_device
+from fairseq_esm.checkpoints.pt_files import export_official
+from fairseq_esm.cli.common import UsageError, add_model_args, run_main
+from fairseq_esm.evaluation.contact_figure import contact_figure, save_contact_png
+from fairseq_esm.inference.contacts import (
     DEFAULT_C,
     MIN_SEPARATION,
     attention_features,
@@ -35,9 +34,10 @@ from ..inference.contacts import (
     regression_is_fitted,
     save_regression,
 )
-from ..inference.loading import load_any, pick_device
-from ..pretrained import export_official
-from .common import UsageError, add_model_args, run_main
+from fairseq_esm.io.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
+from fairseq_esm.io.structures import ChainStructure, StructureError, load_chain, parse_spec
+from fairseq_esm.modules.batching import residue_budget
+from fairseq_esm.modules.contact_metrics import contact_precisions, mean_precisions
 
 # fairseq (wav2vec2_classification) sets the root logger to DEBUG on import: keep matplotlib's font search quiet
 for _noisy in ("matplotlib", "PIL"):
@@ -78,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_model(args: argparse.Namespace, uses_regression: bool):
+def load_contact_model(args: argparse.Namespace, uses_regression: bool):
     """Model and alphabet; installs ``--regression``; warns when contacts would be uncalibrated."""
-    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     regression = getattr(args, "regression", None)
     if regression:
         fitted = load_regression(regression)
@@ -128,7 +128,7 @@ def precision_table(chains: Sequence[ChainStructure], maps: Sequence[np.ndarray]
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    model, alphabet = load_model(args, uses_regression=False)
+    model, alphabet = load_contact_model(args, uses_regression=False)
     chains = load_chains(args.structures, args.chain, residue_budget(model.max_positions(), alphabet))
     rows = [pair_samples(attention_features(model, alphabet, c.sequence), c.contacts(), c.resolved,
                          args.min_separation) for c in chains]
@@ -153,7 +153,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    model, alphabet = load_model(args, uses_regression=True)
+    model, alphabet = load_contact_model(args, uses_regression=True)
     chains = load_chains(args.structures, args.chain, residue_budget(model.max_positions(), alphabet))
     maps = predict_batch(model, alphabet, [c.sequence for c in chains], args.toks_per_batch)
     lines = precision_table(chains, maps)
@@ -206,7 +206,7 @@ def save_png(probs: np.ndarray, path: Path, title: str) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    model, alphabet = load_model(args, uses_regression=True)
+    model, alphabet = load_contact_model(args, uses_regression=True)
     budget = residue_budget(model.max_positions(), alphabet)
     policy = policy_from_args(args)
     policy = replace(policy, max_length=min(policy.max_length or budget, budget))

@@ -16,13 +16,13 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..alphabet import EsmAlphabet
-from ..checkpoint_io import save_fairseq_checkpoint
-from ..inference.batching import pad_tokens, residue_budget
-from ..inference.loading import is_hf_directory, load_any
-from ..models.esm import EsmModel
-from ..pretrained import export_official, load_model
-from .common import UsageError, run_main
+from fairseq_esm.checkpoints import is_hf_directory, load_model
+from fairseq_esm.checkpoints.pt_files import export_official
+from fairseq_esm.cli.common import UsageError, run_main
+from fairseq_esm.models.fairseq_checkpoint import save_fairseq_checkpoint
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.batching import pad_tokens, residue_budget
+from fairseq_esm.modules.esm1 import ESM1
 
 TOLERANCE = 1e-4
 #: Swiss-Prot entries of the shipped sample (examples/data/uniprot_sample.fasta.gz; UniProt, CC BY 4.0)
@@ -63,7 +63,7 @@ def check_destination(src: Path, dst: Path, kind: str) -> None:
         raise UsageError(f"--to {kind} writes a .pt file; {dst} does not end in .pt")
 
 
-def check_batch(alphabet: EsmAlphabet, max_positions: int) -> torch.Tensor:
+def check_batch(alphabet: Alphabet, max_positions: int) -> torch.Tensor:
     """CHECK_PROTEINS cropped to the model's context, padded (B, T), one ``<mask>`` in the first row."""
     budget = residue_budget(max_positions, alphabet)
     tokens = pad_tokens([alphabet.tokenize(seq[:budget]) for seq in CHECK_PROTEINS.values()], alphabet.padding_idx)
@@ -71,10 +71,12 @@ def check_batch(alphabet: EsmAlphabet, max_positions: int) -> torch.Tensor:
     return tokens
 
 
-def write(model: EsmModel, dst: Path, kind: str, data: Optional[str]) -> list[Path]:
+def write(model: ESM1, dst: Path, kind: str, data: Optional[str]) -> list[Path]:
     """DST in the chosen layout; the paths written."""
     if kind == "hf":
-        from ..hf import save_hf_model  # transformers is optional: import only when needed
+        from fairseq_esm.checkpoints.huggingface import (
+            save_hf_model,  # transformers is optional: import only when needed
+        )
 
         return [save_hf_model(model, dst)]
     if kind == "official":
@@ -88,7 +90,7 @@ def write(model: EsmModel, dst: Path, kind: str, data: Optional[str]) -> list[Pa
 def reloaded_logits(dst: Path, kind: str, pad: int) -> Logits:
     """tokens (B, T) -> logits (B, T, V) of DST as its users load it."""
     if kind == "hf":
-        from ..hf import import_transformers
+        from fairseq_esm.checkpoints.huggingface import import_transformers
 
         hf_model = import_transformers().EsmForMaskedLM.from_pretrained(str(dst)).eval()
         return lambda tokens: hf_model(input_ids=tokens, attention_mask=tokens.ne(pad).long()).logits
@@ -97,7 +99,7 @@ def reloaded_logits(dst: Path, kind: str, pad: int) -> Logits:
 
 
 @torch.no_grad()
-def max_difference(model: EsmModel, other: Logits, tokens: torch.Tensor, pad: int) -> float:
+def max_difference(model: ESM1, other: Logits, tokens: torch.Tensor, pad: int) -> float:
     """Max abs logits difference over the non-padding positions of ``tokens``."""
     keep = tokens.ne(pad)  # (B, T)
     return (model(tokens)["logits"] - other(tokens))[keep].abs().max().item()
@@ -108,10 +110,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     src, dst = Path(args.src), Path(args.dst)
     check_destination(src, dst, args.to)
     if args.to == "hf" or is_hf_directory(src):
-        from ..hf import import_transformers
+        from fairseq_esm.checkpoints.huggingface import import_transformers
 
         import_transformers().utils.logging.disable_progress_bar()  # one line per file read or written
-    model, alphabet = load_any(src, "cpu", args.allow_unsafe)
+    model, alphabet = load_model(src, "cpu", args.allow_unsafe)
     written = write(model, dst, args.to, args.data)
     print("wrote " + " and ".join(str(p) for p in written))
     tokens = check_batch(alphabet, model.max_positions())

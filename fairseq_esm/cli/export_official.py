@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from . import convert
-from .common import run_main
+from fairseq_esm.cli import convert
+from fairseq_esm.cli.common import run_main
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

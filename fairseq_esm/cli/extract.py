@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..data.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
-from ..inference.extract import (
+from fairseq_esm.checkpoints import load_model, pick_device
+from fairseq_esm.cli.common import UsageError, add_model_args, run_main
+from fairseq_esm.inference.extract import (
     INCLUDE,
     LONG_MODES,
     ExtractSpec,
@@ -30,9 +31,8 @@ from ..inference.extract import (
     resolve_layers,
     window_geometry,
 )
-from ..inference.loading import load_any, pick_device
-from ..inference.output import check_settings, copy_numbers, open_writer
-from .common import UsageError, add_model_args, run_main
+from fairseq_esm.inference.output import check_settings, copy_numbers, open_writer
+from fairseq_esm.io.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
 
 DESCRIPTION = "Extract per-layer representations (per token, mean, <cls>), contacts and attention maps."
 MAX_EXAMPLES = 5
@@ -109,7 +109,7 @@ def settings(args: argparse.Namespace, spec: ExtractSpec, model) -> dict:
     weights = model.embed_tokens.weight.detach().float().cpu().numpy().tobytes()
     return {"format": args.format, "layers": list(spec.layers), "include": sorted(spec.include),
             "long": spec.long, "max_residues": spec.max_residues, "window_overlap": spec.overlap,
-            "dtype": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32", "model": model.variant.name,
+            "dtype": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32", "model": model.generation.name,
             "num_layers": model.num_layers, "embedding_sha1": hashlib.sha1(weights).hexdigest()[:16]}
 
 
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.format(), file=sys.stderr)
     if not records:
         raise UsageError(f"{args.fasta}: no protein left after the residue policy; nothing to extract")
-    model, alphabet = load_any(args.checkpoint, device, args.allow_unsafe)
+    model, alphabet = load_model(args.checkpoint, device, args.allow_unsafe)
     spec = build_spec(args, model, alphabet)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     try:  # an OUTPUT_DIR of another run: refuse to mix its outputs with ours

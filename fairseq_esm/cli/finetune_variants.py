@@ -19,12 +19,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..finetune.mutational import FinetuneConfig, FoldResult, cross_validate, mean_std, subsample
-from ..inference.batching import residue_budget
-from ..inference.loading import load_any, pick_device
-from ..inference.mutations import check_rows
-from .common import UsageError, add_model_args, run_main
-from .variants import load_wild_type, measured, need_column, read_table
+from fairseq_esm.checkpoints import load_model, pick_device
+from fairseq_esm.cli.common import UsageError, add_model_args, run_main
+from fairseq_esm.cli.variants import load_wild_type, measured, need_column, read_table
+from fairseq_esm.evaluation.mutational_finetune import FinetuneConfig, FoldResult, cross_validate, mean_std, subsample
+from fairseq_esm.inference.mutations import check_rows
+from fairseq_esm.modules.batching import residue_budget
 
 DESCRIPTION = "Fine-tune on a deep mutational scan in k-fold cross-validation; zero-shot score as baseline."
 
@@ -116,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     need_column(columns, args.mutant_column, "--mutant-column", args.table)
     need_column(columns, args.score_column, "--score-column", args.table)
     wild_type = wild_type_of(args)
-    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     check_settings(args, model.num_layers)
     budget = residue_budget(model.max_positions(), alphabet)
     checks, report = check_rows([row[args.mutant_column] or "" for row in rows], wild_type, args.offset, budget)

@@ -19,15 +19,25 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..alphabet import EsmAlphabet
-from ..baselines.hmmer_search import TOOLS, HmmerError, HmmerResult, all_vs_all, hmmer_program
-from ..evaluation.remote_homology import (DISTANCES, LEVELS, ScopFormatError, ScopSet, composition, evaluate,
-                                          evaluate_similarity, hierarchy_codes, load_scope_set, pair_counts,
-                                          pair_labels)
-from ..inference.extract import ExtractSpec, ExtractStats, extract_representations, resolve_layers
-from ..inference.loading import load_any, pick_device, untrained_like
-from ..models.esm import EsmModel
-from .common import UsageError, add_model_args, run_main
+from fairseq_esm.checkpoints import load_model, pick_device, untrained_like
+from fairseq_esm.cli.common import UsageError, add_model_args, run_main
+from fairseq_esm.evaluation.remote_homology import (
+    DISTANCES,
+    LEVELS,
+    ScopFormatError,
+    ScopSet,
+    composition,
+    evaluate,
+    evaluate_similarity,
+    hierarchy_codes,
+    load_scope_set,
+    pair_counts,
+    pair_labels,
+)
+from fairseq_esm.inference.extract import ExtractSpec, ExtractStats, extract_representations, resolve_layers
+from fairseq_esm.io.hmmer_search import TOOLS, HmmerError, HmmerResult, all_vs_all, hmmer_program
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.esm1 import ESM1
 
 #: the shipped SCOPe 2.07 ASTRAL 40% domains (examples/data/scope), relative to the repository root
 SCOPE_FASTA = "examples/data/scope/astral-scopedom-seqres-gd-sel-gs-bib-40-2.07.fa.gz"
@@ -60,7 +70,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def mean_embeddings(model: EsmModel, alphabet: EsmAlphabet, sequences: list[str], toks_per_batch: int,
+def mean_embeddings(model: ESM1, alphabet: Alphabet, sequences: list[str], toks_per_batch: int,
                     desc: str, progress: bool = True) -> np.ndarray:
     """(n, C) mean of the final layer over each protein's residues, in input order."""
     last = resolve_layers([-1], model.num_layers)[0]
@@ -152,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hmmer_program(tool)  # before any embedding is computed
     except HmmerError as err:
         raise UsageError(str(err)) from None
-    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     try:
         data = load_scope_set(args.fasta, args.max_length, args.max_domains, args.seed)
     except ScopFormatError as err:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.heldout import build_untrained, load_checkpoint, score_split
-from .common import UsageError, run_main
+from fairseq_esm.cli.common import UsageError, run_main
+from fairseq_esm.tasks.heldout import build_untrained, load_checkpoint, score_split
 
 logger = logging.getLogger(__name__)
 COLUMNS = ("model", "scored on", "parameters", "targets", "ECE", "paper ECE")
@@ -60,7 +60,8 @@ def model_row(label: str, model, task, criterion, args: argparse.Namespace) -> d
 
 def unigram_row(args: argparse.Namespace) -> dict:
     """The amino-acid composition baseline on the same masked targets as the ESM rows."""
-    from .unigram_ece import parse_args as unigram_args, unigram_report
+    from fairseq_esm.cli.unigram_ece import parse_args as unigram_args
+    from fairseq_esm.cli.unigram_ece import unigram_report
 
     report = unigram_report(unigram_args([args.data, "--valid-split", args.subset, "--seed", str(args.seed),
                                           "--max-positions", str(args.max_positions)]))

@@ -16,11 +16,11 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..data.a3m import A3mFormatError, AlignedRow, read_a3m
-from ..inference.loading import load_any, pick_device
-from ..inference.msa_features import embed_rows, fit_pca, msa_average, msa_covariance, sequence_weights
-from .common import UsageError, add_model_args, run_main
-from .contacts import file_stems
+from fairseq_esm.checkpoints import load_model, pick_device
+from fairseq_esm.cli.common import UsageError, add_model_args, run_main
+from fairseq_esm.cli.contacts import file_stems
+from fairseq_esm.inference.msa_features import embed_rows, fit_pca, msa_average, msa_covariance, sequence_weights
+from fairseq_esm.io.a3m import A3mFormatError, AlignedRow, read_a3m
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -59,7 +59,7 @@ def query_pca(model, alphabet, msas: list[list[AlignedRow]], args: argparse.Name
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     msas = read_all(args.a3m, args.max_rows)
-    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     projection = None
     if args.cov_k:
         projection = np.load(args.pca) if args.pca else query_pca(model, alphabet, msas, args)

@@ -14,9 +14,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..baselines.ngram import MAX_CONTEXT, ContextResult, EncodedProteins, best_context, encode_proteins, sweep_context
-from ..data.fasta import FastaReport, read_fasta
-from .common import UsageError, run_main
+from fairseq_esm.cli.common import UsageError, run_main
+from fairseq_esm.evaluation.ngram import (
+    MAX_CONTEXT,
+    ContextResult,
+    EncodedProteins,
+    best_context,
+    encode_proteins,
+    sweep_context,
+)
+from fairseq_esm.io.fasta import FastaReport, read_fasta
 
 DESCRIPTION = "The paper's n-gram baseline: Laplace alpha per context size chosen on validation, then held-out ECE."
 DEFAULT_CONTEXTS = "0,1,2,3,4,5,6,7,8"

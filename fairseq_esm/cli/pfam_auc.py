@@ -14,11 +14,11 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..alphabet import EsmAlphabet
-from ..evaluation.alignment_auc import AlignmentError, evaluate_family, looks_nucleotide, read_stockholm
-from ..inference.loading import load_any, pick_device, untrained_like
-from ..models.esm import EsmModel
-from .common import UsageError, add_model_args, run_main
+from fairseq_esm.checkpoints import load_model, pick_device, untrained_like
+from fairseq_esm.cli.common import UsageError, add_model_args, run_main
+from fairseq_esm.evaluation.alignment_auc import AlignmentError, evaluate_family, looks_nucleotide, read_stockholm
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.esm1 import ESM1
 
 #: the shipped Pfam seed alignments (examples/data/pfam), relative to the repository root
 STO_DIR = "examples/data/pfam"
@@ -55,7 +55,7 @@ def alignment_files(directory: Path, pattern: str) -> list[Path]:
     return files
 
 
-def score_families(model: EsmModel, alphabet: EsmAlphabet, files: list[Path], args: argparse.Namespace
+def score_families(model: ESM1, alphabet: Alphabet, files: list[Path], args: argparse.Namespace
                    ) -> tuple[list[dict], dict[str, str]]:
     """Per-family results, and the families left out with the reason (nucleotides, too few pairs)."""
     rows, skipped = [], {}
@@ -94,7 +94,7 @@ def mean_auc(rows: list[dict]) -> float:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     files = alignment_files(args.sto_dir, args.pattern)
-    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     label = f"untrained (same shape, seed {args.seed})" if args.untrained else f"trained ({args.checkpoint})"
     if args.untrained:
         model = untrained_like(model, alphabet, args.seed)

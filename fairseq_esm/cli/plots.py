@@ -9,11 +9,15 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..evaluation.embedding_plots import BIOCHEMICAL_CLASSES, output_embeddings, plot_auc_histogram, plot_embeddings, \
-    tsne_2d
-from ..inference.loading import load_any
-from .common import UsageError, run_main
-from ..inference.loading import untrained_like
+from fairseq_esm.checkpoints import load_model, untrained_like
+from fairseq_esm.cli.common import UsageError, run_main
+from fairseq_esm.evaluation.embedding_plots import (
+    BIOCHEMICAL_CLASSES,
+    output_embeddings,
+    plot_auc_histogram,
+    plot_embeddings,
+    tsne_2d,
+)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -44,7 +48,7 @@ def read_summary(path: Path) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     summaries = [read_summary(path) for path in args.auc_json]  # check inputs before the slow part
-    model, alphabet = load_any(args.checkpoint, "cpu", args.allow_unsafe)
+    model, alphabet = load_model(args.checkpoint, "cpu", args.allow_unsafe)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     models = [("trained", model)] + ([("untrained", untrained_like(model, alphabet, args.seed))] if args.untrained
                                      else [])

@@ -21,14 +21,24 @@ from typing import Sequence
 
 import numpy as np
 
-from ..evaluation.linear_probes import (SS8_C, ContactProbeConfig, cross_validate,
-                                        onehot_features)
-from ..evaluation.scope_folds import (LEVELS, RULE, FoldError, LabelledDomain, crop_domains, group_key, partition,
-                                      read_assignments, read_labels, search_domains, write_assignments)
-from ..inference.extract import residue_representations
-from ..inference.loading import load_any, pick_device, untrained_like
-from .common import UsageError, add_model_args, run_main
-from .homology import SCOPE_FASTA
+from fairseq_esm.checkpoints import load_model, pick_device, untrained_like
+from fairseq_esm.cli.common import UsageError, add_model_args, run_main
+from fairseq_esm.cli.homology import SCOPE_FASTA
+from fairseq_esm.evaluation.linear_probes import SS8_C, ContactProbeConfig, cross_validate, onehot_features
+from fairseq_esm.evaluation.scope_folds import (
+    LEVELS,
+    RULE,
+    FoldError,
+    LabelledDomain,
+    crop_domains,
+    group_key,
+    partition,
+    read_assignments,
+    read_labels,
+    search_domains,
+    write_assignments,
+)
+from fairseq_esm.inference.extract import residue_representations
 
 ABBREVIATIONS = {"family": "fam", "superfamily": "SF", "fold": "fold"}
 
@@ -148,14 +158,14 @@ def describe(counts: dict, folds: int) -> str:
 
 def write_histograms(rows: list[dict], levels: Sequence[str], directory: Path) -> None:
     """One per-domain histogram PNG per level (see :mod:`fairseq_esm.evaluation.probe_plots`)."""
-    from ..evaluation.probe_plots import plot_probe_histograms  # matplotlib only when asked for
+    from fairseq_esm.evaluation.probe_plots import plot_probe_histograms  # matplotlib only when asked for
     for level in levels:
         print(f"wrote {plot_probe_histograms(rows, level, directory / f'probes_{level}.png')}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     try:
         domains, counts = load_domains(args)
     except FoldError as err:

@@ -17,14 +17,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, TextIO
 
-from ..alphabet import EsmAlphabet
-from ..data.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
-from ..data.masking import MASK_STRATEGIES, MaskingScheme, masking_scheme
-from ..inference.batching import residue_budget
-from ..inference.loading import load_any, pick_device
-from ..inference.scoring import pseudo_log_likelihoods, pseudo_perplexity, random_mask_losses
-from ..models.esm import EsmModel
-from .common import UsageError, add_model_args, run_main
+from fairseq_esm.checkpoints import load_model, pick_device
+from fairseq_esm.cli.common import UsageError, add_model_args, run_main
+from fairseq_esm.data.masking import MASK_STRATEGIES, MaskingScheme, masking_scheme
+from fairseq_esm.inference.scoring import pseudo_log_likelihoods, pseudo_perplexity, random_mask_losses
+from fairseq_esm.io.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.batching import residue_budget
+from fairseq_esm.modules.esm1 import ESM1
 
 METRICS = ("pll", "ece")
 DESCRIPTION = "Per-protein pseudo-log-likelihood, pseudo-perplexity and seeded random-masking ECE, as a TSV."
@@ -82,7 +82,7 @@ def header(metrics: Sequence[str]) -> list[str]:
     return ["id", "length"] + pll + (["ece", "n_masked"] if "ece" in metrics else [])
 
 
-def score_chunk(model: EsmModel, alphabet: EsmAlphabet, group: list[tuple[int, str, str]], args: argparse.Namespace,
+def score_chunk(model: ESM1, alphabet: Alphabet, group: list[tuple[int, str, str]], args: argparse.Namespace,
                 scheme: MaskingScheme, totals: Totals) -> list[list[str]]:
     """TSV rows for one group of proteins; adds to ``totals``."""
     sequences = [seq for _, _, seq in group]
@@ -122,7 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if not 0 < args.mask_prob < 1:
         raise UsageError(f"--mask-prob {args.mask_prob} must be between 0 and 1")
-    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     scheme = masking_scheme(alphabet, args.mask_prob, args.leave_unmasked_prob, args.random_token_prob,
                             args.mask_strategy)
     budget = residue_budget(model.max_positions(), alphabet)

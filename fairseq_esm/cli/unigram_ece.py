@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Optional, Sequence
 
-from fairseq.data import data_utils
-
-from ..data.masking import MASK_STRATEGIES
-from ..evaluation.unigram import UNIFORM_20_ECE, ece, heldout_targets, residue_counts, unigram_log_probs
-from ..tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask, checked_split
+from fairseq_esm.data.masking import MASK_STRATEGIES
+from fairseq_esm.evaluation.unigram import UNIFORM_20_ECE, ece, heldout_targets, residue_counts, unigram_log_probs
+from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -49,11 +46,7 @@ def unigram_report(args: argparse.Namespace) -> dict:
         train_subset=args.train_split,
     )
     task = ProteinMLMTask.setup_task(cfg)
-    train_path = os.path.join(args.data, args.train_split)
-    checked_split(train_path, task.stored_dict, combine=False)  # same integrity checks as fairseq-train
-    train = data_utils.load_indexed_dataset(train_path, task.stored_dict)
-    if train is None:
-        raise FileNotFoundError(f"train split not found at {train_path}.{{bin,idx}}")
+    train = task.stored_tokens(args.train_split)  # same integrity checks as fairseq-train
     log_probs = unigram_log_probs(residue_counts((train[i] for i in range(len(train))), task.alphabet), task.alphabet)
     heldout = task.build_dataset(args.valid_split)
     targets = heldout_targets((heldout[i] for i in range(len(heldout))), task.alphabet.padding_idx)

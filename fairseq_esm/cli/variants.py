@@ -21,14 +21,15 @@ from typing import Optional, Sequence
 
 from scipy.stats import spearmanr
 
-from ..alphabet import RESIDUE_LETTERS, EsmAlphabet
-from ..data.fasta import FastaReport, read_fasta
-from ..inference.batching import residue_budget
-from ..inference.loading import load_any, pick_device
-from ..inference.mutations import RowCheck, check_rows
-from ..inference.variant_scoring import MULTI_MODES, STRATEGIES, needs_one_window, score_variants
-from ..models.esm import EsmModel
-from .common import UsageError, add_model_args, run_main
+from fairseq_esm.checkpoints import load_model, pick_device
+from fairseq_esm.cli.common import UsageError, add_model_args, run_main
+from fairseq_esm.inference.mutations import RowCheck, check_rows
+from fairseq_esm.inference.variant_scoring import MULTI_MODES, STRATEGIES, needs_one_window, score_variants
+from fairseq_esm.io.fasta import FastaReport, read_fasta
+from fairseq_esm.io.residues import RESIDUE_LETTERS
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.batching import residue_budget
+from fairseq_esm.modules.esm1 import ESM1
 
 DESCRIPTION = "Zero-shot variant-effect scores of a mutation table against a wild-type protein."
 DEFAULT_SCORE_COL = "DMS_score"
@@ -136,7 +137,7 @@ def write_table(path: str, columns: list[str], rows: list[dict[str, str]], delim
             handle.close()
 
 
-def score_rows(args: argparse.Namespace, model: EsmModel, alphabet: EsmAlphabet, wild_type: str,
+def score_rows(args: argparse.Namespace, model: ESM1, alphabet: Alphabet, wild_type: str,
                checks: list[RowCheck]) -> dict[str, list[float | None]]:
     """Per strategy, one score per row (None for rows that are not scored)."""
     todo = [i for i, c in enumerate(checks) if c.variant is not None]
@@ -187,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     columns, rows, delimiter = read_table(args.table)
     score_col = check_columns(args, columns)
     wild_type = load_wild_type(args)
-    model, alphabet = load_any(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     one_window = any(needs_one_window(s, args.multi_mutant) for s in args.scoring_strategy)
     max_span = residue_budget(model.max_positions(), alphabet) if one_window else None
     checks, report = check_rows([row[args.mutation_col] or "" for row in rows], wild_type, args.offset, max_span)

@@ -20,7 +20,7 @@ from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
-from ..alphabet import RESIDUE_LETTERS
+from fairseq_esm.io.residues import RESIDUE_LETTERS
 
 
 @dataclass

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 from fairseq.data import Dictionary
-from fairseq.data.indexed_dataset import best_fitting_int_dtype
+from fairseq.data.indexed_dataset import MMapIndexedDataset, best_fitting_int_dtype
 
-from fairseq_esm.data.fasta import CHUNK_BYTES, CleanChunk, FastaReport, ResiduePolicy, clean_fasta
+from fairseq_esm.io.fasta import CHUNK_BYTES, CleanChunk, FastaReport, ResiduePolicy, clean_fasta
+from fairseq_esm.modules.alphabet import DICT_DIR
 
 MMAP_MAGIC = b"MMIDIDX\x00\x00"
 # fairseq.data.indexed_dataset._code_to_dtype, for the dtypes best_fitting_int_dtype returns
@@ -93,3 +94,22 @@ def binarize_fasta(
     finally:
         _replace_all(prefix, (".bin", ".idx", ".ids"), ok)
     return report
+
+
+def load_dictionary(path: str | Path) -> Dictionary:
+    """A fairseq ``dict.txt`` (``--srcdict``), as ``fairseq-preprocess`` reads it."""
+    return Dictionary.load(str(path))
+
+
+def write_data_dictionary(out_dir: str | Path) -> Path:
+    """Write ``out_dir/dict.txt``: the ESM-1b data dictionary, as ``fairseq-preprocess --srcdict`` copies it."""
+    path = Path(out_dir) / "dict.txt"
+    load_dictionary(DICT_DIR / "esm1b.txt").save(str(path))
+    return path
+
+
+def stored_sequences(data_dir: str | Path, split: str) -> list[str]:
+    """The residue strings of a binarized split, in record order (``<eos>`` dropped)."""
+    tokens = MMapIndexedDataset(str(Path(data_dir) / split))
+    dictionary = load_dictionary(Path(data_dir) / "dict.txt")
+    return ["".join(dictionary[int(t)] for t in tokens[i][:-1]) for i in range(len(tokens))]

@@ -15,8 +15,8 @@ import os
 import numpy as np
 from fairseq.data import BaseWrapperDataset, FairseqDataset
 
-from .integrity import DataIntegrityError
-from .sized import StoredSizes
+from fairseq_esm.data.integrity import DataIntegrityError
+from fairseq_esm.data.sized import StoredSizes
 
 #: extra seed component that keeps the member draws independent of the crop and mask draws
 SAMPLE_STREAM = 2

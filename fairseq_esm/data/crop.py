@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from fairseq.data import BaseWrapperDataset, FairseqDataset, data_utils
 
-from ..alphabet import EsmAlphabet
-from .sized import StoredSizes, sizes_follow_epoch
+from fairseq_esm.data.sized import StoredSizes, sizes_follow_epoch
+from fairseq_esm.modules.alphabet import Alphabet
 
 #: extra seed component that keeps the crop draws independent of the masking draws
 CROP_STREAM = 1
@@ -38,7 +38,7 @@ class CropDataset(StoredSizes, BaseWrapperDataset):
     def __init__(
         self,
         dataset: FairseqDataset,
-        alphabet: EsmAlphabet,
+        alphabet: Alphabet,
         max_positions: int,
         stored_eos: int,
         seed: int,

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import struct
-import sys
-from types import TracebackType
 
 import numpy as np
 import torch
 from fairseq.data import BaseWrapperDataset, Dictionary, FairseqDataset
 
-from ..alphabet import DICT_DIR
+from fairseq_esm.errors import InputError
+from fairseq_esm.modules.alphabet import DICT_DIR
 
 MMAP_MAGIC = b"MMIDIDX\x00\x00"
 HEADER = struct.Struct("<9sQBQ")  # magic, version, dtype code, record count
@@ -33,33 +32,8 @@ SCAN_TOKENS = 1 << 24
 REBINARIZE = f"rebinarize with preprocess/binarize_fasta.py or fairseq-preprocess --srcdict {DICT_DIR / 'esm1b.txt'}"
 
 
-class DataIntegrityError(ValueError):
+class DataIntegrityError(InputError):
     """Binarized data, index or dictionary that cannot be trained on as it is."""
-
-
-_previous_hook = sys.excepthook
-#: exception types printed as one ``error:`` line: the fault is in the user's files, not in the code
-_file_errors: tuple[type, ...] = (DataIntegrityError,)
-
-
-def _print_file_errors(kind: type, error: BaseException, tb: TracebackType | None) -> None:
-    """``sys.excepthook``: a file error as one ``error:`` line, anything else as Python would print it. fairseq
-    re-raises a failed checkpoint load as a bare ``Exception``: then our error inside it and fairseq's line."""
-    if issubclass(kind, _file_errors):
-        print(f"error: {error}", file=sys.stderr)
-    elif isinstance(error.__context__, _file_errors) and type(error) is Exception:
-        print(f"error: {error.__context__}\nerror: {error}", file=sys.stderr)
-    else:
-        _previous_hook(kind, error, tb)
-
-
-def install_cli_errors(*kinds: type) -> None:
-    """Make fairseq-train / fairseq-validate print ``DataIntegrityError`` (and ``kinds``) without a traceback."""
-    global _previous_hook, _file_errors
-    _file_errors = tuple(dict.fromkeys((*_file_errors, *kinds)))
-    if sys.excepthook is not _print_file_errors:
-        _previous_hook = sys.excepthook
-        sys.excepthook = _print_file_errors
 
 
 def file_symbols(name: str) -> list[str]:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from fairseq.data import BaseWrapperDataset, FairseqDataset, data_utils
 
-from ..alphabet import RESIDUE_LETTERS, EsmAlphabet
+from fairseq_esm.io.residues import RESIDUE_LETTERS
+from fairseq_esm.modules.alphabet import Alphabet
 
 MASK_STRATEGIES = ("bert", "all_mask")
 
@@ -35,7 +36,7 @@ class MaskingScheme:
 
 
 def masking_scheme(
-    alphabet: EsmAlphabet,
+    alphabet: Alphabet,
     mask_prob: float = 0.15,
     leave_unmasked_prob: float = 0.1,
     random_token_prob: float = 0.1,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
-from .sized import StoredSizes, length_order, sizes_follow_epoch
+from fairseq_esm.data.sized import StoredSizes, length_order, sizes_follow_epoch
 
 
 class ProteinMLMDataset(StoredSizes, FairseqDataset):

@@ -23,10 +23,11 @@ import torch
 from fairseq.data import FairseqDataset, data_utils
 from fairseq.data.indexed_dataset import MMapIndexedDataset, MMapIndexedDatasetBuilder
 
-from ..alphabet import EsmAlphabet
-from .dssp import SS8
-from .integrity import DataIntegrityError
-from .sized import StoredSizes, length_order
+from fairseq_esm.data.integrity import DataIntegrityError
+from fairseq_esm.data.sized import StoredSizes, length_order
+from fairseq_esm.io.dssp import SS8
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.msa_covariance import weighted_covariance
 
 SS8_STATES = SS8  # target i is state SS8_STATES[i]
 #: target value of residues that are never scored (masked, unresolved, padding)
@@ -108,7 +109,6 @@ class MsaMembers:
 
     def covariance(self, index: int) -> torch.Tensor:
         """(K*K, L, L) float32 cov features of protein ``index``."""
-        from ..inference.msa_features import weighted_covariance  # here: inference imports models, which import us
 
         members, length = int(self.counts[index]), int(self.residues[index])
         rows = slice(self.row_start[index], self.row_start[index + 1])
@@ -122,7 +122,7 @@ class StructureLabelsDataset(StoredSizes, FairseqDataset):
     """One protein per item: ``residues`` (L,), ``ss8`` (L,), ``contacts`` (L, L), ``features`` (L, D) and
     ``pair_features`` (K*K, L, L) as loaded."""
 
-    def __init__(self, prefix: str, alphabet: EsmAlphabet, target: str, feature_dim: int = 0,
+    def __init__(self, prefix: str, alphabet: Alphabet, target: str, feature_dim: int = 0,
                  shuffle: bool = False, seed: int = 1, pair_feature_k: int = 0) -> None:
         super().__init__()
         self.prefix, self.alphabet, self.target = prefix, alphabet, target

@@ -1,1 +1,1 @@
-"""Metrics and baselines."""
+"""The paper's evaluations: metrics, baselines, probes, remote homology, family alignment, fine-tuning."""

@@ -3,7 +3,7 @@ within Pfam Stockholm alignments (Rives et al. 2021, Table S1 and Figure 3).
 
 Reading: gaps ``-``/``.`` are removed and every residue keeps the alignment column it came from, so each
 sequence is the ungapped protein the model sees. Letters follow the residue policy of
-:mod:`fairseq_esm.data.fasta` (lowercase -> uppercase, unknown letters -> ``X``, both counted); a sequence
+:mod:`fairseq_esm.io.fasta` (lowercase -> uppercase, unknown letters -> ``X``, both counted); a sequence
 with any other character is skipped and counted. In an alignment that mixes cases (HMMER/Pfam), lowercase
 residues are insert states: they stay in the sequence (their positions count) but are aligned to nothing.
 
@@ -26,15 +26,17 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from ..alphabet import GAP_SYMBOLS, RESIDUE_LETTERS, EsmAlphabet
-from ..models.esm import EsmModel
-from ..inference.extract import ExtractSpec, extract_representations
+from fairseq_esm.errors import InputError
+from fairseq_esm.inference.extract import ExtractSpec, extract_representations
+from fairseq_esm.io.residues import GAP_SYMBOLS, RESIDUE_LETTERS
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.esm1 import ESM1
 
 MAX_TRIES = 1000
 NUCLEOTIDE_FRACTION = 0.9  # an alignment whose residues are >= 90 % ACGTU is DNA/RNA, not protein
 
 
-class AlignmentError(ValueError):
+class AlignmentError(InputError):
     """A Stockholm file that cannot be read as an alignment: one line naming the file."""
 
 
@@ -214,7 +216,7 @@ def sample_pairs(family: AlignedFamily, max_pairs: int, rng: np.random.Generator
     return PairSample(positives, negatives, total, unmatched)
 
 
-def final_representations(model: EsmModel, alphabet: EsmAlphabet, sequences: list[str],
+def final_representations(model: ESM1, alphabet: Alphabet, sequences: list[str],
                           toks_per_batch: int = 4096) -> list[torch.Tensor]:
     """Unit-normalised final-layer representations (L, C) of each sequence, via the extraction batching."""
     spec = ExtractSpec(layers=(model.num_layers,), include=frozenset({"per_tok"}), toks_per_batch=toks_per_batch)
@@ -258,7 +260,7 @@ def family_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
-def evaluate_family(model: EsmModel, alphabet: EsmAlphabet, family: AlignedFamily, max_seqs: int, max_pairs: int,
+def evaluate_family(model: ESM1, alphabet: Alphabet, family: AlignedFamily, max_seqs: int, max_pairs: int,
                     seed: int, toks_per_batch: int = 4096) -> dict:
     """Sample members and pairs, embed, and score one family: AUC, mean cosines, counts."""
     rng = family_rng(seed, family.name)

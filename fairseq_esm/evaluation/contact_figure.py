@@ -3,7 +3,7 @@
 One L x L image: above the diagonal (i < j) the predicted contact probabilities, on and below it the true
 8 Å contact map (1 contact, 0 not); pairs with an unresolved residue are NaN there and drawn grey, so a
 missing contact is never confused with a masked one. The top-L long-range predictions (separation >= 24,
-both residues resolved, ranked as :mod:`fairseq_esm.evaluation.contact_metrics` ranks them) are marked as
+both residues resolved, ranked as :mod:`fairseq_esm.modules.contact_metrics` ranks them) are marked as
 true or false positives; their precision is the table's ``long_P@L``.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .contact_metrics import RANGES, candidate_pairs
+from fairseq_esm.modules.contact_metrics import RANGES, candidate_pairs
 
 
 @dataclass

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..alphabet import CANONICAL_AMINO_ACIDS, EsmAlphabet
-from ..models.esm import EsmModel
+from fairseq_esm.io.residues import CANONICAL_AMINO_ACIDS
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.esm1 import ESM1
 
 for _noisy in ("matplotlib", "PIL"):  # fairseq sets the root logger to DEBUG on import
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -40,7 +41,7 @@ def amino_acid_class(letter: str) -> str:
     raise KeyError(f"{letter!r} is not one of the 20 standard amino acids")
 
 
-def output_embeddings(model: EsmModel, alphabet: EsmAlphabet) -> tuple[str, np.ndarray]:
+def output_embeddings(model: ESM1, alphabet: Alphabet) -> tuple[str, np.ndarray]:
     """(the 20 letters, their (20, C) output embedding rows) from the LM head of either ESM variant."""
     weight = model.lm_head.weight if model.lm_head is not None else model.embed_out
     rows = [alphabet.index(letter) for letter in CANONICAL_AMINO_ACIDS]

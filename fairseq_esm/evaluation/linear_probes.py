@@ -23,10 +23,10 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm import tqdm
 
-from ..alphabet import RESIDUE_LETTERS
-from ..data.structure_labels_dataset import ss8_to_targets
-from .contact_metrics import contact_precisions
-from .scope_folds import LabelledDomain
+from fairseq_esm.data.structure_labels_dataset import ss8_to_targets
+from fairseq_esm.evaluation.scope_folds import LabelledDomain
+from fairseq_esm.io.residues import RESIDUE_LETTERS
+from fairseq_esm.modules.contact_metrics import contact_precisions
 
 SS8_C = 1.0  # the paper found the penalty made no difference; fixed, never tuned on test partitions
 SS8_MAX_ITER = 500

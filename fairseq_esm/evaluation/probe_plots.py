@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .embedding_plots import DPI
-from .linear_probes import METRIC_KEY
+from fairseq_esm.evaluation.embedding_plots import DPI
+from fairseq_esm.evaluation.linear_probes import METRIC_KEY
 
 PANELS = (("ss8_accuracy", "8-class SS accuracy per domain", "majority state"),
           (METRIC_KEY, "Top-L long-range contact precision per domain", "random ranking"))

@@ -29,8 +29,9 @@ from typing import Callable, Iterable, Sequence, Tuple
 import numpy as np
 from scipy.stats import rankdata
 
-from ..alphabet import RESIDUE_LETTERS
-from ..data.fasta import FastaReport, ResiduePolicy, read_chunks, read_fasta, record_starts
+from fairseq_esm.errors import InputError
+from fairseq_esm.io.fasta import FastaReport, ResiduePolicy, read_chunks, read_fasta, record_starts
+from fairseq_esm.io.residues import RESIDUE_LETTERS
 
 EXCLUDED_FOLDS = frozenset({"c.2", "c.3", "c.4", "c.5", "c.27", "c.28", "c.30", "c.31",
                             "b.66", "b.67", "b.68", "b.69", "b.70"})
@@ -41,7 +42,7 @@ SCCS = re.compile(r"^[a-l]\.\d+\.\d+\.\d+$")  # class.fold.superfamily.family, e
 QUERY_BLOCK = 512  # queries ranked per faiss search: bounds the (block, n) score matrix
 
 
-class ScopFormatError(ValueError):
+class ScopFormatError(InputError):
     """A FASTA header without a SCOPe sccs (``>d1dlwa_ a.1.1.1 ...``)."""
 
 

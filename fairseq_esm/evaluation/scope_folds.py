@@ -22,9 +22,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.dssp import MASKED
-from ..data.fasta import ResiduePolicy, read_fasta
-from .remote_homology import read_sccs
+from fairseq_esm.errors import InputError
+from fairseq_esm.evaluation.remote_homology import read_sccs
+from fairseq_esm.io.dssp import MASKED
+from fairseq_esm.io.fasta import ResiduePolicy, read_fasta
 
 LEVELS = ("family", "superfamily", "fold")
 RULE = ("MMseqs2 easy-search of each chain against the ASTRAL FASTA; a hit with >= {identity:.0%} identity "
@@ -33,7 +34,7 @@ RULE = ("MMseqs2 easy-search of each chain against the ASTRAL FASTA; a hit with 
 M8_FIELDS = "query,target,fident,qstart,qend,tstart,tend,qlen,tlen,bits"
 
 
-class FoldError(ValueError):
+class FoldError(InputError):
     """Too few SCOPe groups for the requested partitions, or no usable assignment."""
 
 

@@ -14,13 +14,14 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..alphabet import RESIDUE_LETTERS, EsmAlphabet
+from fairseq_esm.io.residues import RESIDUE_LETTERS
+from fairseq_esm.modules.alphabet import Alphabet
 
 #: ECE of a uniform guess over the 20 canonical amino acids
 UNIFORM_20_ECE = 20.0
 
 
-def residue_counts(records: Iterable[torch.Tensor], alphabet: EsmAlphabet) -> np.ndarray:
+def residue_counts(records: Iterable[torch.Tensor], alphabet: Alphabet) -> np.ndarray:
     """Occurrences of each vocabulary index over stored records (specials included, ignored later)."""
     counts = np.zeros(len(alphabet), dtype=np.int64)
     for record in records:
@@ -28,7 +29,7 @@ def residue_counts(records: Iterable[torch.Tensor], alphabet: EsmAlphabet) -> np
     return counts
 
 
-def unigram_log_probs(counts: np.ndarray, alphabet: EsmAlphabet) -> np.ndarray:
+def unigram_log_probs(counts: np.ndarray, alphabet: Alphabet) -> np.ndarray:
     """Add-one smoothed log-frequencies over the residue letters; ``-inf`` for every other token."""
     residues = [alphabet.index(letter) for letter in RESIDUE_LETTERS]
     log_probs = np.full(len(alphabet), -np.inf)

@@ -1,1 +1,1 @@
-"""Using a trained model: loading any checkpoint kind, batching proteins, and the per-job tools."""
+"""Using a trained model: representations, scores, variant effects, contacts and MSA features."""

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..alphabet import EsmAlphabet
-from ..evaluation.contact_metrics import candidate_pairs
-from ..models.esm import EsmModel
-from ..modules.contact_head import apc, symmetrize
-from ..pretrained import REGRESSION_KEYS, CheckpointError, read_file
-from .batching import length_batches, pad_tokens
+from fairseq_esm.checkpoints.pt_files import REGRESSION_KEYS, CheckpointError, read_file
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.batching import length_batches, pad_tokens
+from fairseq_esm.modules.contact_head import apc, symmetrize
+from fairseq_esm.modules.contact_metrics import candidate_pairs
+from fairseq_esm.modules.esm1 import ESM1
 
 MIN_SEPARATION = 6  # pairs closer in sequence are trivially in contact: never fitted on
 DEFAULT_C = 0.15  # inverse L1 strength (sparse: most heads get weight 0)
@@ -36,7 +36,7 @@ class Regression:
     info: dict = field(default_factory=dict)
 
 
-def contact_features(tokens: Tensor, attentions: Tensor, alphabet: EsmAlphabet) -> Tensor:
+def contact_features(tokens: Tensor, attentions: Tensor, alphabet: Alphabet) -> Tensor:
     """tokens (B, T), attentions (B, L, H, T, T) -> (B, T', T', L*H) symmetrised APC features, specials
     removed, computed exactly as ``ContactPredictionHead`` does before its regression."""
     if alphabet.append_eos:
@@ -51,7 +51,7 @@ def contact_features(tokens: Tensor, attentions: Tensor, alphabet: EsmAlphabet) 
 
 
 @torch.no_grad()
-def attention_features(model: EsmModel, alphabet: EsmAlphabet, sequence: str) -> Tensor:
+def attention_features(model: ESM1, alphabet: Alphabet, sequence: str) -> Tensor:
     """(L, L, layers*heads) contact features of one protein (float32, on CPU)."""
     tokens = alphabet.tokenize(sequence)[None].to(next(model.parameters()).device)
     attentions = model(tokens, need_head_weights=True)["attentions"]
@@ -59,7 +59,7 @@ def attention_features(model: EsmModel, alphabet: EsmAlphabet, sequence: str) ->
 
 
 @torch.no_grad()
-def predict_batch(model: EsmModel, alphabet: EsmAlphabet, sequences: Sequence[str], toks_per_batch: int = 2048
+def predict_batch(model: ESM1, alphabet: Alphabet, sequences: Sequence[str], toks_per_batch: int = 2048
                   ) -> list[np.ndarray]:
     """(L, L) float32 contact probabilities per protein, batched by length (padding does not change them)."""
     device = next(model.parameters()).device
@@ -74,7 +74,7 @@ def predict_batch(model: EsmModel, alphabet: EsmAlphabet, sequences: Sequence[st
     return result
 
 
-def predict(model: EsmModel, alphabet: EsmAlphabet, sequence: str) -> np.ndarray:
+def predict(model: ESM1, alphabet: Alphabet, sequence: str) -> np.ndarray:
     """(L, L) float32 contact probabilities of one protein."""
     return predict_batch(model, alphabet, [sequence])[0]
 
@@ -119,7 +119,7 @@ def fit_regression(features_list: Sequence[Tensor | np.ndarray], contact_maps: S
     return regression
 
 
-def install_regression(model: EsmModel, coef: np.ndarray, intercept: float) -> None:
+def install_regression(model: ESM1, coef: np.ndarray, intercept: float) -> None:
     """Write fitted weights into ``model.contact_head.regression`` (what ``return_contacts`` uses)."""
     linear = model.contact_head.regression
     coef = np.asarray(coef, dtype=np.float32).reshape(-1)
@@ -133,7 +133,7 @@ def install_regression(model: EsmModel, coef: np.ndarray, intercept: float) -> N
         linear.bias.fill_(float(intercept))
 
 
-def regression_is_fitted(model: EsmModel) -> bool:
+def regression_is_fitted(model: ESM1) -> bool:
     """False when the head still has its initial zero bias: a checkpoint of fairseq-train (the masked-LM
     loss never trains it) or an official file without its regression sibling."""
     return bool(model.contact_head.regression.bias.detach().ne(0).any())

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ..alphabet import EsmAlphabet
-from ..models.esm import EsmModel
-from .batching import length_batches, pad_tokens, residue_budget, windows
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.batching import length_batches, pad_tokens, residue_budget, windows
+from fairseq_esm.modules.esm1 import ESM1
 
 INCLUDE = ("mean", "per_tok", "bos", "contacts", "attentions")
 LONG_MODES = ("window", "truncate")
@@ -63,7 +63,7 @@ def resolve_layers(layers: Iterable[int], num_layers: int) -> tuple[int, ...]:
     return tuple(resolved)
 
 
-def window_geometry(model: EsmModel, alphabet: EsmAlphabet, spec: ExtractSpec) -> tuple[int, int]:
+def window_geometry(model: ESM1, alphabet: Alphabet, spec: ExtractSpec) -> tuple[int, int]:
     """(residues per forward pass, window overlap), checked against the model's context."""
     budget = residue_budget(model.max_positions(), alphabet)
     size = spec.max_residues if spec.max_residues is not None else budget
@@ -96,7 +96,7 @@ def check_plan(plans: Sequence[list[Span]], labels: Sequence[str], include: froz
 
 
 @torch.inference_mode()
-def _forward(model: EsmModel, tokens: Tensor, spec: ExtractSpec) -> dict:
+def _forward(model: ESM1, tokens: Tensor, spec: ExtractSpec) -> dict:
     """One padded batch -> the requested outputs on the CPU in float32, batch first."""
     out = model(tokens, repr_layers=spec.layers, need_head_weights="attentions" in spec.include,
                 return_contacts="contacts" in spec.include)
@@ -170,8 +170,8 @@ def _row(out: dict, row: int, n: int, n_tokens: int, first: int) -> tuple:
 
 
 def extract_representations(
-    model: EsmModel,
-    alphabet: EsmAlphabet,
+    model: ESM1,
+    alphabet: Alphabet,
     records: Sequence[tuple[str, str]],
     spec: ExtractSpec,
     stats: ExtractStats | None = None,
@@ -212,7 +212,7 @@ def extract_representations(
                 yield index, _result(label, spec.include, *stitch.outputs())
 
 
-def residue_representations(model: EsmModel, alphabet: EsmAlphabet, sequences: Sequence[str], layer: int = -1,
+def residue_representations(model: ESM1, alphabet: Alphabet, sequences: Sequence[str], layer: int = -1,
                             toks_per_batch: int = 4096, desc: str = "representations",
                             progress: bool = False) -> list[np.ndarray]:
     """(L, C) float32 representations of ``layer`` (fair-esm numbering, -1 = last) per sequence, in input order."""

@@ -17,10 +17,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..alphabet import EsmAlphabet
-from ..data.a3m import AlignedRow
-from ..models.esm import EsmModel
-from .extract import residue_representations
+from fairseq_esm.inference.extract import residue_representations
+from fairseq_esm.io.a3m import AlignedRow
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.esm1 import ESM1
+from fairseq_esm.modules.msa_covariance import weighted_covariance
 
 
 @dataclass
@@ -39,7 +40,7 @@ def sequence_weights(aligned: Sequence[str], identity: float = 0.7) -> np.ndarra
     return 1.0 / (same > identity).sum(axis=1)
 
 
-def embed_rows(model: EsmModel, alphabet: EsmAlphabet, rows: Sequence[AlignedRow], layer: int = -1,
+def embed_rows(model: ESM1, alphabet: Alphabet, rows: Sequence[AlignedRow], layer: int = -1,
                toks_per_batch: int = 4096) -> AlignedEmbeddings:
     """Embed every non-empty member (one forward per ungapped sequence) and place it in query columns."""
     kept = [row for row in rows if row.sequence]
@@ -62,7 +63,7 @@ def msa_average(embeddings: AlignedEmbeddings, weights: np.ndarray) -> np.ndarra
     return numerator / np.maximum(denominator, 1e-12)[:, None]
 
 
-def fit_pca(model: EsmModel, alphabet: EsmAlphabet, sequences: Sequence[str], layer: int, k: int,
+def fit_pca(model: ESM1, alphabet: Alphabet, sequences: Sequence[str], layer: int, k: int,
             toks_per_batch: int = 4096) -> np.ndarray:
     """(k, d) PCA directions of the residue representations of ``sequences`` (the queries of a run or split)."""
     stacked = np.concatenate(residue_representations(model, alphabet, sequences, layer, toks_per_batch))
@@ -81,16 +82,6 @@ def pca_projection(vectors: np.ndarray, k: int = 16) -> np.ndarray:
 def project_members(embeddings: AlignedEmbeddings, projection: np.ndarray) -> np.ndarray:
     """(M, L, k) members' embeddings on the (k, d) principal directions; zeros stay zeros at gaps."""
     return embeddings.values @ projection.T.astype(np.float32)
-
-
-def weighted_covariance(projected: torch.Tensor, present: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """(k*k, L, L) uncentered weighted covariance of (M, L, k) projected members (zeros at gaps), with (M, L)
-    presence and (M,) weights; channel k1*k + k2 as in the paper. Serves the offline tool and the dataset."""
-    projected, present, weights = projected.float(), present.float(), weights.float()
-    cov = torch.einsum("m,mik,mjl->klij", weights, projected, projected)  # (k, k, L, L)
-    denominator = torch.einsum("m,mi,mj->ij", weights, present, present)
-    k = projected.shape[-1]
-    return (cov / denominator.clamp_min(1e-12)).reshape(k * k, *denominator.shape)
 
 
 def msa_covariance(embeddings: AlignedEmbeddings, weights: np.ndarray, projection: np.ndarray) -> np.ndarray:

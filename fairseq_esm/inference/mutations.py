@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..alphabet import CANONICAL_AMINO_ACIDS, RESIDUE_LETTERS
+from fairseq_esm.errors import InputError
+from fairseq_esm.io.residues import CANONICAL_AMINO_ACIDS, RESIDUE_LETTERS
 
 MULTI_SEPARATOR = ":"
 MAX_EXAMPLES = 5
@@ -22,7 +23,7 @@ STATUSES = ("ok", "duplicate", "malformed", "out_of_range", "wt_mismatch", "beyo
 _CODE = re.compile(r"([A-Z])(-?\d+)([A-Z])")
 
 
-class MutationError(ValueError):
+class MutationError(InputError):
     """A code that cannot be scored; ``status`` is one of :data:`STATUSES`."""
 
     def __init__(self, status: str, message: str) -> None:

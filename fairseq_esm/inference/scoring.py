@@ -16,14 +16,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from fairseq.data import data_utils
 
-from ..alphabet import EsmAlphabet
-from ..data.crop import CROP_STREAM, crop_residues
-from ..data.masking import MaskingScheme, mask_tokens
-from ..models.esm import EsmModel
-from ..tasks.protein_mlm import HELD_OUT_EPOCH
-from .batching import length_batches, pad_tokens, residue_budget
+from fairseq_esm.data.masking import MaskingScheme
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.batching import length_batches, pad_tokens, residue_budget
+from fairseq_esm.modules.esm1 import ESM1
+from fairseq_esm.tasks.protein_mlm import held_out_masking
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,7 +35,7 @@ class Query:
 
 
 @torch.inference_mode()
-def log_probs(model: EsmModel, queries: Sequence[Query], mask_idx: int, pad_idx: int,
+def log_probs(model: ESM1, queries: Sequence[Query], mask_idx: int, pad_idx: int,
               toks_per_batch: int = 4096) -> list[torch.Tensor]:
     """Per query, (len(read_at), V) float32 log-probabilities on the CPU, in ``read_at`` order."""
     device = next(model.parameters()).device
@@ -66,7 +64,7 @@ def centred_window(first: int, last: int, length: int, budget: int) -> tuple[int
     return start, start + budget
 
 
-def window_query(alphabet: EsmAlphabet, sequence: str, residues: Sequence[int], budget: int,
+def window_query(alphabet: Alphabet, sequence: str, residues: Sequence[int], budget: int,
                  masked: bool = True) -> Query:
     """A query reading ``residues`` (0-based, ascending) of ``sequence``, masked or not, in their window."""
     start, end = centred_window(residues[0], residues[-1], len(sequence), budget)
@@ -75,7 +73,7 @@ def window_query(alphabet: EsmAlphabet, sequence: str, residues: Sequence[int], 
     return Query(alphabet.tokenize(sequence[start:end]), at if masked else (), at)
 
 
-def pll_queries(alphabet: EsmAlphabet, sequence: str, budget: int) -> list[Query]:
+def pll_queries(alphabet: Alphabet, sequence: str, budget: int) -> list[Query]:
     """One masked copy per residue, cut to its centred window when the protein is too long; copies
     in the same window share one token tensor (the mask is applied when the batch is built)."""
     windows: dict[tuple[int, int], torch.Tensor] = {}
@@ -89,13 +87,13 @@ def pll_queries(alphabet: EsmAlphabet, sequence: str, budget: int) -> list[Query
     return queries
 
 
-def true_log_probs(alphabet: EsmAlphabet, sequence: str, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+def true_log_probs(alphabet: Alphabet, sequence: str, rows: Sequence[torch.Tensor]) -> torch.Tensor:
     """(L,) log p(true residue) from one (1, V) row per residue."""
     targets = torch.tensor(alphabet.encode_residues(sequence))
     return torch.cat(list(rows)).gather(1, targets[:, None])[:, 0]
 
 
-def pseudo_log_likelihoods(model: EsmModel, alphabet: EsmAlphabet, sequences: Sequence[str],
+def pseudo_log_likelihoods(model: ESM1, alphabet: Alphabet, sequences: Sequence[str],
                            toks_per_batch: int = 4096) -> list[float]:
     """PLL of each sequence: sum over residues of log p(residue | all others), each masked in turn."""
     budget = residue_budget(model.max_positions(), alphabet)
@@ -112,19 +110,7 @@ def pseudo_perplexity(pll: float, length: int) -> float:
     return math.exp(-pll / length)
 
 
-def held_out_masking(alphabet: EsmAlphabet, sequence: str, index: int, seed: int, scheme: MaskingScheme,
-                     budget: int) -> tuple[np.ndarray, np.ndarray]:
-    """(source, target) token arrays exactly as ``protein_mlm`` builds held-out record ``index``:
-    the same seeded crop of a too-long protein, then the same seeded masking."""
-    residues = np.asarray(alphabet.encode_residues(sequence), dtype=np.int64)
-    with data_utils.numpy_seed(seed, HELD_OUT_EPOCH, index, CROP_STREAM):
-        window = crop_residues(residues, budget, np.random)
-    tokens = np.asarray(alphabet.wrap(window.tolist()), dtype=np.int64)
-    with data_utils.numpy_seed(seed, HELD_OUT_EPOCH, index):
-        return mask_tokens(tokens, scheme, np.random)
-
-
-def random_mask_losses(model: EsmModel, alphabet: EsmAlphabet, sequences: Iterable[tuple[int, str]],
+def random_mask_losses(model: ESM1, alphabet: Alphabet, sequences: Iterable[tuple[int, str]],
                        seed: int, scheme: MaskingScheme, toks_per_batch: int = 4096) -> list[tuple[float, int]]:
     """(sum of cross-entropy in nats, number of targets) per ``(record index, sequence)``, masked as
     ``fairseq-validate`` masks record ``index`` of a held-out split with ``--seed seed``."""

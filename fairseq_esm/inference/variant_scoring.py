@@ -19,11 +19,11 @@ from typing import Sequence
 
 import torch
 
-from ..alphabet import EsmAlphabet
-from ..models.esm import EsmModel
-from .batching import residue_budget, windows
-from .mutations import Variant, mutant_sequence
-from .scoring import Query, log_probs, pseudo_log_likelihoods, window_query
+from fairseq_esm.inference.mutations import Variant, mutant_sequence
+from fairseq_esm.inference.scoring import Query, log_probs, pseudo_log_likelihoods, window_query
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.batching import residue_budget, windows
+from fairseq_esm.modules.esm1 import ESM1
 
 STRATEGIES = ("masked-marginal", "wt-marginal", "mutant-marginal", "pseudo-likelihood")
 MULTI_MODES = ("joint", "additive")
@@ -48,7 +48,7 @@ def variant_span(variant: Variant) -> int:
     return variant[-1].index - variant[0].index + 1
 
 
-def score_variants(model: EsmModel, alphabet: EsmAlphabet, wild_type: str, variants: Sequence[Variant],
+def score_variants(model: ESM1, alphabet: Alphabet, wild_type: str, variants: Sequence[Variant],
                    strategy: str = "masked-marginal", toks_per_batch: int = 4096, multi: str = "joint"
                    ) -> VariantScores:
     """Score every variant of ``wild_type`` (checked with :func:`mutations.check_variant`) by ``strategy``."""
@@ -68,7 +68,7 @@ def score_variants(model: EsmModel, alphabet: EsmAlphabet, wild_type: str, varia
     return VariantScores(combine(rows), len(queries))
 
 
-def _log_ratio(alphabet: EsmAlphabet, variant: Variant, rows: torch.Tensor) -> float:
+def _log_ratio(alphabet: Alphabet, variant: Variant, rows: torch.Tensor) -> float:
     """sum_i log p(mt_i) - log p(wt_i), with ``rows`` (len(variant), V) in the variant's order."""
     mt = torch.tensor([alphabet.index(m.mt) for m in variant])
     wt = torch.tensor([alphabet.index(m.wt) for m in variant])
@@ -125,7 +125,7 @@ def _mutant_marginal(alphabet, wild_type, variants, budget, multi):
     return queries, combine
 
 
-def _pseudo_likelihood(model: EsmModel, alphabet: EsmAlphabet, wild_type: str, variants: Sequence[Variant],
+def _pseudo_likelihood(model: ESM1, alphabet: Alphabet, wild_type: str, variants: Sequence[Variant],
                        toks_per_batch: int) -> VariantScores:
     """PLL of the wild type and of each distinct mutant, a few sequences at a time to bound memory."""
     mutants = {v: mutant_sequence(wild_type, v) for v in variants}

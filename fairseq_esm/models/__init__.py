@@ -1,4 +1,4 @@
-"""Model registrations: ESM-1, ESM-1b and the bidirectional LSTM baseline."""
+"""Model registrations: ESM-1, ESM-1b, the bidirectional LSTM baseline and the structure heads."""
 
-from . import bilstm, esm  # noqa: F401
-from . import contact_resnet, netsurf_head  # noqa: F401
+import fairseq_esm.data  # noqa: F401  (settles fairseq's import-time logging first)
+from fairseq_esm.models import bilstm_lm, contact_resnet, esm, netsurf_ss8  # noqa: F401

@@ -1,6 +1,6 @@
 """The pretrained ESM model under a supervised head: per-residue representations, frozen or fine-tuned.
 
-Built from ``--pretrained-checkpoint`` (anything ``inference.loading.load_any`` reads) when the head model is
+Built from ``--pretrained-checkpoint`` (anything ``inference.loading.load_model`` reads) when the head model is
 built; its weights are part of the head model's state dict, so ``fairseq-validate`` evaluates the weights saved in
 the head's checkpoint (the file at ``--pretrained-checkpoint`` only fixes the shape and must still exist).
 Proteins longer than the backbone's context are embedded in overlapping windows, overlaps averaged.
@@ -13,9 +13,9 @@ import torch
 from fairseq.dataclass import FairseqDataclass
 from torch import Tensor, nn
 
-from ..inference.batching import windows
-from ..inference.loading import load_any, untrained_like
-from ..pretrained import CheckpointError
+from fairseq_esm.checkpoints import load_model, untrained_like
+from fairseq_esm.checkpoints.pt_files import CheckpointError
+from fairseq_esm.modules.batching import windows
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Backbone(nn.Module):
 
     def __init__(self, cfg: BackboneConfig, alphabet_name: str) -> None:
         super().__init__()
-        model, alphabet = load_any(cfg.pretrained_checkpoint)
+        model, alphabet = load_model(cfg.pretrained_checkpoint)
         if alphabet.name != alphabet_name:
             raise CheckpointError(f"{cfg.pretrained_checkpoint} is an {alphabet.name} model but the task uses the "
                                   f"{alphabet_name} alphabet; set --alphabet {alphabet.name}")

@@ -17,7 +17,7 @@ from fairseq.models import BaseFairseqModel, register_model, register_model_arch
 from fairseq.utils import safe_getattr
 from torch import Tensor, nn
 
-from .backbone import Backbone, BackboneConfig
+from fairseq_esm.models.backbone import Backbone, BackboneConfig
 
 DILATIONS = (1, 2, 4)
 

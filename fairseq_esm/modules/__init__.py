@@ -1,1 +1,1 @@
-"""Building blocks of the ESM Transformer."""
+"""The network: the ESM alphabet, the ESM-1/ESM-1b Transformer (``esm1.py``) and its building blocks (torch only)."""

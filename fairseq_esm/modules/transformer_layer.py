@@ -7,7 +7,7 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import SelfAttention
+from fairseq_esm.modules.attention import SelfAttention
 
 
 class TransformerLayer(nn.Module):

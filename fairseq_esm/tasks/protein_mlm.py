@@ -18,25 +18,24 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 from fairseq import utils
 from fairseq.data import Dictionary, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
-from ..alphabet import EsmAlphabet, load_alphabet
-from ..data.cluster_sampling import ClusterSampledDataset, load_cluster_index
-from ..data.crop import CropDataset
-from ..data.integrity import (
+from fairseq_esm.data.cluster_sampling import ClusterSampledDataset, load_cluster_index
+from fairseq_esm.data.crop import CROP_STREAM, CropDataset, crop_residues
+from fairseq_esm.data.integrity import (
     CheckedRecords,
     check_dictionary,
     check_split_files,
-    install_cli_errors,
     scan_token_range,
 )
-from ..data.masking import MASK_STRATEGIES, MaskedProteinDataset, masking_scheme
-from ..data.protein_dataset import ProteinMLMDataset
-from ..pretrained import CheckpointError
+from fairseq_esm.data.masking import MASK_STRATEGIES, MaskedProteinDataset, MaskingScheme, mask_tokens, masking_scheme
+from fairseq_esm.data.protein_dataset import ProteinMLMDataset
+from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class ProteinMLMTask(FairseqTask):
 
     cfg: ProteinMLMConfig
 
-    def __init__(self, cfg: ProteinMLMConfig, alphabet: EsmAlphabet, stored_dict: Dictionary) -> None:
+    def __init__(self, cfg: ProteinMLMConfig, alphabet: Alphabet, stored_dict: Dictionary) -> None:
         super().__init__(cfg)
         self.alphabet = alphabet
         self.stored_dict = stored_dict
@@ -113,7 +112,6 @@ class ProteinMLMTask(FairseqTask):
     @classmethod
     def setup_task(cls, cfg: ProteinMLMConfig, **kwargs) -> "ProteinMLMTask":
         """Load ``dict.txt`` from the first data dir, refused unless it is an ESM data dictionary."""
-        install_cli_errors(CheckpointError)  # e.g. a --pretrained-checkpoint of the other variant
         paths = utils.split_paths(cfg.data)
         if not paths:
             raise ValueError("protein_mlm needs a data directory")
@@ -151,13 +149,34 @@ class ProteinMLMTask(FairseqTask):
         logger.info(f"{split}: {len(records):,} proteins, {int(cropped.sizes.sum()):,} tokens after cropping")
         return ProteinMLMDataset(masked, self.alphabet.padding_idx, shuffle=is_train, seed=self.cfg.seed)
 
+    def stored_tokens(self, split: str):
+        """The split's stored proteins (``<cls>`` … ``<eos>`` token tensors), integrity-checked as for training."""
+        path = os.path.join(self.cfg.data, split)
+        checked_split(path, self.stored_dict, combine=False)
+        dataset = data_utils.load_indexed_dataset(path, self.stored_dict)
+        if dataset is None:
+            raise FileNotFoundError(f"split not found at {path}.{{bin,idx}}")
+        return dataset
+
     def max_positions(self) -> int:
         return self.cfg.max_positions
 
     @property
-    def source_dictionary(self) -> EsmAlphabet:
+    def source_dictionary(self) -> Alphabet:
         return self.alphabet
 
     @property
-    def target_dictionary(self) -> EsmAlphabet:
+    def target_dictionary(self) -> Alphabet:
         return self.alphabet
+
+
+def held_out_masking(alphabet: Alphabet, sequence: str, index: int, seed: int, scheme: MaskingScheme,
+                     budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """(source, target) token arrays exactly as ``protein_mlm`` builds held-out record ``index``:
+    the same seeded crop of a too-long protein, then the same seeded masking."""
+    residues = np.asarray(alphabet.encode_residues(sequence), dtype=np.int64)
+    with data_utils.numpy_seed(seed, HELD_OUT_EPOCH, index, CROP_STREAM):
+        window = crop_residues(residues, budget, np.random)
+    tokens = np.asarray(alphabet.wrap(window.tolist()), dtype=np.int64)
+    with data_utils.numpy_seed(seed, HELD_OUT_EPOCH, index):
+        return mask_tokens(tokens, scheme, np.random)

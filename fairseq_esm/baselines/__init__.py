@@ -1,1 +1,0 @@
-"""Non-neural baselines the paper compares ESM against (the n-gram frequency models of its Appendix)."""

@@ -1,0 +1,263 @@
+"""Read and write ESM checkpoints: official fair-esm ``.pt`` files and fairseq checkpoints of this plugin.
+
+Official layout (what ``esm.pretrained.load_model_and_alphabet_local`` reads): ``{"args": Namespace,
+"model": state}`` with ESM-1b keys under ``encoder.sentence_encoder.`` (``lm_head`` under ``encoder.``)
+and ESM-1 keys under ``decoder.``, plus a sibling ``<stem>-contact-regression.pt`` holding
+``{"model": {"contact_head.regression.*"}}``. Files are read with ``weights_only=True``.
+HuggingFace ``EsmForMaskedLM`` directories go through :mod:`fairseq_esm.checkpoints.huggingface`. Nothing here
+imports fairseq: a fairseq checkpoint is a dict whose ``cfg["model"]`` holds the sizes, and the model built is
+the plain :class:`fairseq_esm.modules.esm1.ESM1` with the same parameter names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
+from fairseq_esm.modules.esm1 import ESM1, EsmConfig
+from fairseq_esm.modules.generations import OFFICIAL_ARCHS, Generation, generation_of_arch
+from fairseq_esm.errors import InputError
+
+REGRESSION_KEYS = ("contact_head.regression.weight", "contact_head.regression.bias")
+SIZE_FIELDS = ("layers", "embed_dim", "ffn_embed_dim", "attention_heads")
+MAX_LISTED = 8  # keys named per kind of mismatch; a wrong layer count would otherwise list hundreds
+
+
+class CheckpointError(InputError):
+    """A file that is not a usable ESM checkpoint, or whose weights do not fit the model."""
+
+
+class CheckpointContents(NamedTuple):
+    """A checkpoint translated to this plugin's terms: generation, model config, state dict with our names."""
+
+    generation: Generation
+    config: Any
+    state: dict[str, torch.Tensor]
+    optional_missing: frozenset[str]
+
+
+def official_to_ours(key: str, generation: Generation) -> str:
+    """Official state-dict key -> our parameter name (regression keys are unprefixed in both)."""
+    for prefix in sorted({generation.official_body_prefix, generation.official_head_prefix}, key=len, reverse=True):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def ours_to_official(key: str, generation: Generation) -> str:
+    """Our parameter name -> official state-dict key (regression keys belong to the sibling file)."""
+    if key.startswith("contact_head."):
+        return key
+    prefix = generation.official_head_prefix if key.startswith("lm_head.") else generation.official_body_prefix
+    return prefix + key
+
+
+def regression_path(path: str | Path) -> Path:
+    """The sibling file fair-esm expects: ``<path without .pt>-contact-regression.pt``."""
+    path = Path(path)
+    return path.with_name(path.with_suffix("").name + "-contact-regression.pt")
+
+
+def read_file(path: str | Path, allow_unsafe: bool = False) -> Any:
+    """``torch.load`` on CPU, tensors and ``argparse.Namespace`` only unless ``allow_unsafe``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    # allow-listed globally: the safe_globals context manager would, on exit, also drop a caller's entry
+    torch.serialization.add_safe_globals([argparse.Namespace])
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_unsafe)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"{path} holds objects beyond tensors and Namespace; pass allow_unsafe=True only if you trust it"
+            ) from err
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # torch's legacy unpickler fails on junk with KeyError, IndexError, ...
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or another format): "
+            f"{type(err).__name__}: {first_line}"
+        ) from err
+
+
+def _model_config(values: dict[str, Any]) -> EsmConfig:
+    """The network config with the given values (unknown keys, such as fairseq's, ignored)."""
+    names = {f.name for f in dataclasses.fields(EsmConfig)}
+    return EsmConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def _official_contents(data: dict, path: Path, allow_unsafe: bool) -> CheckpointContents:
+    """Official fair-esm file (+ optional regression sibling) -> our names and config."""
+    args = data["args"]
+    generation = OFFICIAL_ARCHS.get(getattr(args, "arch", None))
+    if generation is None:
+        raise CheckpointError(
+            f"{path}: unknown arch {getattr(args, 'arch', None)!r}; expected one of {sorted(OFFICIAL_ARCHS)}"
+        )
+    state = {official_to_ours(k, generation): v for k, v in data["model"].items()}
+    sibling = regression_path(path)
+    optional: frozenset[str] = frozenset(REGRESSION_KEYS)
+    if sibling.is_file():
+        state.update(read_file(sibling, allow_unsafe)["model"])
+        optional = frozenset()
+    size_args = [generation.official_args_prefix + f for f in SIZE_FIELDS]
+    missing_args = [name for name in size_args if not hasattr(args, name)]
+    if missing_args:
+        raise CheckpointError(f"{path}: official args lack {missing_args}")
+    values = {f"encoder_{f}": getattr(args, name) for f, name in zip(SIZE_FIELDS, size_args)}
+    values.update(
+        max_positions=getattr(args, "max_positions", 1024),
+        token_dropout=bool(getattr(args, "token_dropout", False)),
+        # structure is read off the weights, as fair-esm does for emb_layer_norm_before
+        emb_layer_norm_before=any(k.startswith("emb_layer_norm_before.") for k in state),
+        final_bias="embed_out_bias" in state,
+    )
+    if generation.roberta_head and "embed_tokens.weight" in state:
+        # fair-esm zeroes the <mask> embedding on load (token dropout never embeds it)
+        state["embed_tokens.weight"][load_alphabet(generation.name).mask_idx].zero_()
+    return CheckpointContents(generation, _model_config(values), state, optional)
+
+
+def _fairseq_contents(data: dict, path: Path) -> CheckpointContents:
+    """fairseq checkpoint written by ``fairseq-train --user-dir fairseq_esm``."""
+    model_cfg = dict(data["cfg"]["model"] or {})
+    arch = model_cfg.get("_name") or model_cfg.get("arch")
+    generation = generation_of_arch(arch)
+    if generation is None:
+        raise CheckpointError(f"{path}: arch {arch!r} is not an ESM arch of this plugin")
+    return CheckpointContents(generation, _model_config(model_cfg), data["model"], frozenset())
+
+
+def read_checkpoint(path: str | Path, allow_unsafe: bool = False) -> CheckpointContents:
+    """Either checkpoint kind -> generation, config and state dict in our names."""
+    path = Path(path)
+    data = read_file(path, allow_unsafe)
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{path} is not a model checkpoint (expected a dict with a 'model' state dict)")
+    if data.get("cfg") is not None:
+        return _fairseq_contents(data, path)
+    if isinstance(data.get("args"), argparse.Namespace):
+        return _official_contents(data, path, allow_unsafe)
+    raise CheckpointError(f"{path} has neither fairseq 'cfg' nor official fair-esm 'args'")
+
+
+def model_name(model) -> str:
+    """``esm1b`` / ``esm1`` for ESM models, the registered name for others (``bilstm_lm``)."""
+    generation = getattr(model, "generation", None)
+    return generation.name if generation is not None else getattr(model, "registered_name", type(model).__name__)
+
+
+class ShortLoadErrors:
+    """fairseq's resume/validate path calls ``model.load_state_dict(strict=True)``: a checkpoint of another size
+    or vocabulary is refused with the keys that differ (one short message), not torch's page-long RuntimeError."""
+
+    def load_state_dict(self, state_dict, strict: bool = True, model_cfg=None, args=None):
+        problems = mismatch_problems(self, state_dict) if strict else []
+        if problems:
+            raise CheckpointError(
+                f"the checkpoint's weights do not fit this {model_name(self)} model "
+                f"(were --arch or its sizes changed?):\n  " + "\n  ".join(problems)
+            )
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
+def mismatch_problems(
+    model: ESM1, state: dict[str, torch.Tensor], optional_missing: frozenset[str] = frozenset()
+) -> list[str]:
+    """Why ``state`` does not fit ``model``: vocabulary, missing, unexpected and misshaped keys (empty if it fits)."""
+    expected = model.state_dict()
+    vocab, found = expected["embed_tokens.weight"].size(0), state.get("embed_tokens.weight")
+    if found is not None and found.size(0) != vocab:
+        return [f"vocabulary size mismatch: checkpoint embeds {found.size(0)} tokens, "
+                f"the {model_name(model)} alphabet has {vocab}"]
+    problems = []
+    missing = sorted(expected.keys() - state.keys() - optional_missing)
+    unexpected = sorted(state.keys() - expected.keys())
+    misshaped = [
+        f"{k}: checkpoint {tuple(state[k].shape)} != model {tuple(expected[k].shape)}"
+        for k in sorted(expected.keys() & state.keys())
+        if state[k].shape != expected[k].shape
+    ]
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", misshaped)):
+        if keys:
+            more = f", ... ({len(keys) - MAX_LISTED} more)" if len(keys) > MAX_LISTED else ""
+            problems.append(f"{label}: {', '.join(keys[:MAX_LISTED])}{more}")
+    positions, table = state.get("embed_positions.weight"), expected.get("embed_positions.weight")
+    if positions is not None and table is not None and positions.shape != table.shape:
+        problems.append(f"the checkpoint was trained with max_positions={positions.size(0) - model.padding_idx - 1}")
+    return problems
+
+
+def load_weights(
+    model: ESM1, state: dict[str, torch.Tensor], source: str, optional_missing: frozenset[str] = frozenset()
+) -> None:
+    """``load_state_dict(strict)`` with errors that name the vocabulary, missing, unexpected and misshaped keys."""
+    problems = mismatch_problems(model, state, optional_missing)
+    if problems and problems[0].startswith("vocabulary size mismatch"):
+        raise CheckpointError(f"{source}: {problems[0]}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems))
+    absent = model.state_dict().keys() - state.keys()
+    if absent:
+        warnings.warn(f"{source}: no contact regression weights; contact predictions are not calibrated")
+    model.load_state_dict(state, strict=not absent)
+
+
+def read_model(path: str | Path, allow_unsafe: bool = False) -> tuple[ESM1, Alphabet]:
+    """(model in eval mode, alphabet) from an official fair-esm ``.pt`` or a fairseq checkpoint of this plugin."""
+    contents = read_checkpoint(path, allow_unsafe)
+    alphabet = load_alphabet(contents.generation.name)
+    model = ESM1(contents.config, alphabet, contents.generation)
+    load_weights(model, contents.state, str(path), contents.optional_missing)
+    return model.eval(), alphabet
+
+
+def initialize_from_checkpoint(model: ESM1, path: str | Path, allow_unsafe: bool = False) -> None:
+    """Copy a checkpoint's weights into a freshly built model (``pretrained_checkpoint`` for fine-tuning)."""
+    contents = read_checkpoint(path, allow_unsafe)
+    if contents.generation != model.generation:
+        raise CheckpointError(
+            f"{path} is an {contents.generation.name} checkpoint; it cannot initialise an {model.generation.name} model"
+        )
+    load_weights(model, contents.state, str(path), contents.optional_missing)
+
+
+def official_args(model: ESM1) -> argparse.Namespace:
+    """The ``args`` fair-esm reads: official arch name, prefixed sizes and the structural flags."""
+    generation, cfg = model.generation, model.cfg
+    values = {generation.official_args_prefix + f: getattr(cfg, f"encoder_{f}") for f in SIZE_FIELDS}
+    values.update(
+        arch=generation.official_arch,
+        max_positions=cfg.max_positions,
+        token_dropout=bool(cfg.token_dropout),
+        emb_layer_norm_before=model.emb_layer_norm_before is not None,
+        final_bias=model.embed_out_bias is not None,
+    )
+    return argparse.Namespace(**values)
+
+
+def export_official(model: ESM1, path: str | Path) -> tuple[Path, Path]:
+    """Write ``path`` and its ``-contact-regression.pt`` sibling in fair-esm's layout; returns both paths."""
+    path = Path(path)
+    if path.suffix != ".pt" or path.stem.startswith("esm2") or "esm1v" in path.stem or "esm_if" in path.stem:
+        raise ValueError(
+            f"{path.name}: fair-esm reads the file name; use a .pt name that neither starts with esm2 "
+            "nor contains esm1v / esm_if"
+        )
+    generation = model.generation
+    state = model.state_dict()
+    body = {ours_to_official(k, generation): v for k, v in state.items() if not k.startswith("contact_head.")}
+    regression = {k: v for k, v in state.items() if k.startswith("contact_head.")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"args": official_args(model), "model": body}, path)
+    torch.save({"model": regression}, regression_path(path))
+    return path, regression_path(path)
+

@@ -1,0 +1,71 @@
+"""Random held-out split of a FASTA file into OUT_DIR/train.fasta and OUT_DIR/valid.fasta.
+
+    python preprocess/split_fasta.py sample.fasta.gz --out-dir split --valid-count 500 --seed 1
+
+Records are copied verbatim (header and sequence lines as they are; the residue policy is applied
+later, when binarizing), both outputs keep the input order, and the same seed gives the same
+split. Two streaming passes: count, then write. A split of sequences, not of clusters:
+near-identical proteins can land on both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fairseq_esm.cli.common import run_main
+from fairseq_esm.io.fasta import FastaFormatError, read_chunks, record_starts
+
+
+def count_records(fasta: str) -> int:
+    """Number of records (``>`` lines) in the file."""
+    return sum(len(record_starts(data)[0]) for data, _ in read_chunks(fasta))
+
+
+def choose_valid(n_records: int, args: argparse.Namespace) -> np.ndarray:
+    """Boolean mask of held-out records, drawn with the seed."""
+    n_valid = args.valid_count if args.valid_count is not None else round(args.valid_fraction * n_records)
+    if not 0 < n_valid < n_records:
+        raise FastaFormatError(args.fasta, None, f"cannot hold out {n_valid} of {n_records} records",
+                               "ask for at least 1 and fewer than all")
+    mask = np.zeros(n_records, bool)
+    mask[np.random.default_rng(args.seed).choice(n_records, n_valid, replace=False)] = True
+    return mask
+
+
+def write_split(fasta: str, valid: np.ndarray, train_out: Path, valid_out: Path) -> None:
+    """Second pass: every record to the file its mask entry picks."""
+    index = 0
+    with train_out.open("wb") as train_file, valid_out.open("wb") as valid_file:
+        for data, _ in read_chunks(fasta):
+            starts = record_starts(data)[0].tolist() + [len(data)]
+            for a, b in zip(starts, starts[1:]):
+                (valid_file if valid[index] else train_file).write(data[a:b])
+                index += 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Split, write, and print the counts."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("fasta", help="FASTA input, plain or gzip")
+    parser.add_argument("--out-dir", required=True, help="writes train.fasta and valid.fasta here")
+    size = parser.add_mutually_exclusive_group(required=True)
+    size.add_argument("--valid-count", type=int, help="number of records to hold out")
+    size.add_argument("--valid-fraction", type=float, help="fraction of records to hold out")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    args = parser.parse_args(argv)
+    valid = choose_valid(count_records(args.fasta), args)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_split(args.fasta, valid, out / "train.fasta", out / "valid.fasta")
+    print(f"{args.fasta}: {len(valid):,} records -> {out / 'train.fasta'} {int((~valid).sum()):,}, "
+          f"{out / 'valid.fasta'} {int(valid.sum()):,} (seed {args.seed})")
+    return 0
+
+
+
+def cli() -> None:
+    sys.exit(run_main(main))

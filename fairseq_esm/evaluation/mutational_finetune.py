@@ -1,0 +1,214 @@
+"""Fine-tuning the language model to regress measured mutational effects (Rives et al. 2021, section 7
+and Methods "Mutational Effect"; Figure 7), with k-fold cross-validation over one protein's variants.
+
+The head is the paper's: a variant's predicted score is the sum over its mutated positions ``M`` of
+log p(mutant aa) - log p(wild-type aa). The paper does not say whether ``M`` is masked; we mask it (the
+masked marginal of Meier et al. 2021, ``inference.variant_scoring``), so before any training the head
+*is* the zero-shot masked-marginal score, and the input never shows the residue being scored. All
+variants mutating the same positions share one masked forward of the wild type. The paper "regresses
+the scaled mutational effect": we minimise the mean squared error between the head's score and the
+measured score standardised with the training fold's mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from tqdm import tqdm
+
+from fairseq_esm.inference.mutations import Variant
+from fairseq_esm.inference.scoring import Query, window_query
+from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.batching import length_batches, pad_tokens, residue_budget
+from fairseq_esm.modules.esm1 import ESM1
+
+
+@dataclass
+class FinetuneConfig:
+    """Cross-validation and optimisation settings (AdamW on the MSE of standardised scores)."""
+
+    folds: int = 5
+    epochs: int = 3
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    batch_sequences: int = 8  # masked wild-type copies (distinct position sets) per optimiser step
+    train_layers: Optional[int] = None  # None: the whole model; N: only the last N layers and the LM head
+    seed: int = 1
+    toks_per_batch: int = 4096  # for evaluation forwards
+
+
+class VariantHead:
+    """The masked-marginal head over a fixed list of variants, grouped by their mutated positions."""
+
+    def __init__(self, alphabet: Alphabet, wild_type: str, variants: Sequence[Variant], budget: int) -> None:
+        keys = sorted({tuple(m.index for m in v) for v in variants})
+        slot = {key: i for i, key in enumerate(keys)}
+        self.mask_idx, self.pad_idx = alphabet.mask_idx, alphabet.padding_idx
+        self.queries: list[Query] = [window_query(alphabet, wild_type, key, budget) for key in keys]
+        self.members: list[list[int]] = [[] for _ in keys]  # variant indices per position set
+        for i, v in enumerate(variants):
+            self.members[slot[tuple(m.index for m in v)]].append(i)
+        # per group (n_members, k) token ids of the mutant and wild-type residues, in position order
+        self.mt = [torch.tensor([[alphabet.index(m.mt) for m in variants[i]] for i in g]) for g in self.members]
+        self.wt = [torch.tensor([[alphabet.index(m.wt) for m in variants[i]] for i in g]) for g in self.members]
+        self.size = len(variants)
+
+    def forward(self, model: ESM1, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(variant indices, scores) of every member of ``groups``: one masked forward per group."""
+        device = next(model.parameters()).device
+        tokens = pad_tokens([self.queries[g].tokens for g in groups], self.pad_idx)  # (B, T)
+        read = torch.zeros_like(tokens, dtype=torch.bool)
+        for row, g in enumerate(groups):
+            tokens[row, list(self.queries[g].mask_at)] = self.mask_idx
+            read[row, list(self.queries[g].read_at)] = True
+        # only project the mutated positions: (N, V) in row-major order of ``read``
+        logits = model(tokens.to(device), masked_tokens=read.to(device))["logits"]
+        blocks = torch.log_softmax(logits.float(), dim=-1).split(read.sum(1).tolist())
+        scores = []
+        for g, block in zip(groups, blocks):  # block (k, V) shared by the group's variants
+            at = torch.arange(block.size(0), device=device)
+            mt, wt = self.mt[g].to(device), self.wt[g].to(device)  # (n, k)
+            scores.append((block[at, mt] - block[at, wt]).sum(-1))  # (n,)
+        index = torch.tensor([i for g in groups for i in self.members[g]], device=device)
+        return index, torch.cat(scores)
+
+    @torch.no_grad()
+    def predict(self, model: ESM1, toks_per_batch: int = 4096) -> np.ndarray:
+        """Scores of all variants, in their order, from the model in eval mode."""
+        was_training = model.training
+        model.eval()
+        out = np.empty(self.size)
+        for batch in length_batches([len(q.tokens) for q in self.queries], toks_per_batch):
+            index, scores = self.forward(model, batch)
+            out[index.cpu().numpy()] = scores.double().cpu().numpy()
+        model.train(was_training)
+        return out
+
+
+def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
+    """Fold of each of n items: a seeded permutation cut into ``folds`` parts differing by at most one."""
+    ids = np.empty(n, dtype=np.int64)
+    for fold, part in enumerate(np.array_split(np.random.default_rng(seed).permutation(n), folds)):
+        ids[part] = fold
+    return ids
+
+
+def subsample(n: int, limit: Optional[int], seed: int) -> list[int]:
+    """At most ``limit`` of n indices, drawn with ``seed`` and kept in their original order."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).choice(n, size=limit, replace=False).tolist())
+
+
+def trainable_parameters(model: ESM1, train_layers: Optional[int]) -> list[torch.nn.Parameter]:
+    """All parameters, or those of the last ``train_layers`` layers, the final LayerNorm and the LM head
+    (its own dense/LayerNorm/bias; the tied embedding matrix stays frozen). Others get no gradient."""
+    if train_layers is None:
+        chosen = list(model.parameters())
+    else:
+        first = model.num_layers - train_layers
+        keep = ["emb_layer_norm_after.", "lm_head.dense.", "lm_head.layer_norm.", "lm_head.bias", "embed_out"]
+        keep += [f"layers.{i}." for i in range(max(first, 0), model.num_layers)]
+        chosen = [p for name, p in model.named_parameters() if any(name.startswith(k) for k in keep)]
+    ids = {id(p) for p in chosen}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in ids)
+    return chosen
+
+
+def standardise(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(values - mean) / std with the reference's statistics (std 1 when the reference is constant)."""
+    std = float(reference.std())
+    return (values - reference.mean()) / (std if std > 0 else 1.0)
+
+
+def training_loss(model: ESM1, head: VariantHead, targets: torch.Tensor, toks_per_batch: int = 4096) -> float:
+    """Mean squared error of the head on every variant it holds (no gradient, eval mode)."""
+    scores = torch.from_numpy(head.predict(model, toks_per_batch)).float()
+    return float(((scores - targets) ** 2).mean())
+
+
+def finetune(model: ESM1, head: VariantHead, targets: torch.Tensor, cfg: FinetuneConfig,
+             rng: np.random.Generator, progress: Optional[tqdm] = None) -> list[float]:
+    """Train ``model`` in place so ``head`` regresses ``targets``; returns the mean loss of each epoch."""
+    optimiser = torch.optim.AdamW(trainable_parameters(model, cfg.train_layers), lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
+    model.train()
+    device = next(model.parameters()).device
+    targets = targets.to(device)
+    losses = []
+    for _ in range(cfg.epochs):
+        order, total = rng.permutation(len(head.queries)), 0.0
+        for start in range(0, len(order), cfg.batch_sequences):
+            index, scores = head.forward(model, order[start : start + cfg.batch_sequences].tolist())
+            loss = ((scores - targets[index]) ** 2).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(index)
+            if progress is not None:
+                progress.update(1)
+        losses.append(total / head.size)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return losses
+
+
+def spearman(predicted: np.ndarray, measured: np.ndarray) -> float:
+    """Spearman's rho (NaN when either side is constant)."""
+    if len(predicted) < 3 or np.ptp(predicted) == 0 or np.ptp(measured) == 0:
+        return math.nan
+    return float(spearmanr(predicted, measured)[0])
+
+
+@dataclass
+class FoldResult:
+    """One held-out fold: sizes, zero-shot and fine-tuned Spearman rho on the test part, epoch losses."""
+
+    fold: int
+    n_train: int
+    n_test: int
+    zero_shot_rho: float
+    finetuned_rho: float
+    train_loss: list[float] = field(default_factory=list)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation over folds."""
+    return float(np.mean(values)), float(np.std(values))
+
+
+def cross_validate(model: ESM1, alphabet: Alphabet, wild_type: str, variants: Sequence[Variant],
+                   measured: Sequence[float], cfg: FinetuneConfig, progress: bool = True) -> list[FoldResult]:
+    """k-fold cross-validation: per fold, fine-tune a fresh copy of ``model`` on the other folds and
+    compare its Spearman rho on the held-out fold with the zero-shot head's on the same variants."""
+    budget = residue_budget(model.max_positions(), alphabet)
+    values = np.asarray(measured, dtype=np.float64)
+    zero_shot = VariantHead(alphabet, wild_type, variants, budget).predict(model, cfg.toks_per_batch)
+    ids, initial, results = fold_ids(len(variants), cfg.folds, cfg.seed), copy.deepcopy(model.state_dict()), []
+    for fold in range(cfg.folds):
+        train, test = np.flatnonzero(ids != fold), np.flatnonzero(ids == fold)
+        train_head = VariantHead(alphabet, wild_type, [variants[i] for i in train], budget)
+        test_head = VariantHead(alphabet, wild_type, [variants[i] for i in test], budget)
+        targets = torch.from_numpy(standardise(values[train], values[train])).float()
+        steps = cfg.epochs * math.ceil(len(train_head.queries) / cfg.batch_sequences)
+        with tqdm(total=steps, desc=f"fold {fold + 1}/{cfg.folds}", unit="step", disable=None if progress else True,
+                  leave=False) as bar:
+            losses = finetune(model, train_head, targets, cfg, np.random.default_rng([cfg.seed, fold]), bar)
+        predicted = test_head.predict(model, cfg.toks_per_batch)
+        results.append(FoldResult(fold + 1, len(train), len(test), spearman(zero_shot[test], values[test]),
+                                  spearman(predicted, values[test]), losses))
+        if progress:
+            r = results[-1]
+            tqdm.write(f"fold {r.fold}: n_train {r.n_train:,}, n_test {r.n_test:,}, zero-shot rho "
+                       f"{r.zero_shot_rho:.4f}, fine-tuned rho {r.finetuned_rho:.4f}", file=sys.stderr)
+        model.load_state_dict(initial)
+    return results

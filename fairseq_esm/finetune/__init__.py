@@ -1,1 +1,0 @@
-"""Supervised fine-tuning of the pretrained model on downstream tasks (mutational effects: ``mutational``)."""
