@@ -1,42 +1,116 @@
-"""What every command-line tool shares: model/batching flags and one-line errors instead of tracebacks."""
+"""What every console script shares: one spelling per flag, thread and progress settings, one error wrapper.
+
+The flags (one spelling across every tool; docs/cli.md lists them per tool):
+
+==================  ===========================================================================
+``--out``           where the tool writes its result: a file or a directory, said per tool
+``--max-tokens``    padded tokens per forward pass (fairseq's name for the token budget)
+``--repr-layers``   which layers' representations to use (0 = embeddings, -1 = last)
+``--device``        torch device (default: cuda if available, else cpu)
+``--threads``       CPU threads the tool may use: torch intra-op threads and those of any program it runs
+``--no-progress``   no progress bar on stderr
+==================  ===========================================================================
+
+Old spellings stay as hidden aliases that print a one-line deprecation note. Heavy libraries (torch, fairseq)
+are imported by the tools after their arguments are parsed, so ``--help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from fairseq_esm.checkpoints.pt_files import CheckpointError
-from fairseq_esm.errors import InputError
-from fairseq_esm.io.fasta import FastaFormatError
+from fairseq_esm.errors import USAGE_STATUS, InputError, error_lines
 
 
 class UsageError(InputError):
     """Input the user can fix (a bad mutation code, a missing column): printed as one ``error:`` line."""
 
 
-def add_model_args(parser: argparse.ArgumentParser, toks_per_batch: int = 4096) -> None:
-    """``checkpoint`` positional plus ``--device``, ``--toks-per-batch``, ``--allow-unsafe``."""
+class _Deprecated(argparse.Action):
+    """A hidden old spelling: stores into the new flag's destination and says which flag to use instead."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str, inner: argparse.Action, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=inner.nargs, const=inner.const, help=argparse.SUPPRESS,
+                         type=inner.type, choices=inner.choices, default=argparse.SUPPRESS)
+        self.new, self.inner = new, inner
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        self.inner(parser, namespace, values, self.new)
+
+
+def add_alias(parser: argparse.ArgumentParser, new: str, *old: str) -> None:
+    """Accept ``old`` spellings of the already defined flag ``new`` (hidden, with a deprecation note)."""
+    inner = next(a for a in parser._actions if new in a.option_strings)
+    parser.add_argument(*old, dest=inner.dest, action=_Deprecated, new=new, inner=inner)
+
+
+def add_out(parser: argparse.ArgumentParser, help: str, required: bool = True, **kwargs: Any) -> None:
+    """``--out``: where the tool writes its result (``help`` says whether a file or a directory)."""
+    parser.add_argument("--out", required=required, help=help, **kwargs)
+
+
+def add_max_tokens(parser: argparse.ArgumentParser, default: int = 4096) -> None:
+    """``--max-tokens``: the padded tokens of one forward pass (``--toks-per-batch`` and fair-esm's spelling too)."""
+    parser.add_argument("--max-tokens", type=int, default=default,
+                        help="padded tokens per forward pass (default %(default)s)")
+    add_alias(parser, "--max-tokens", "--toks-per-batch", "--toks_per_batch")
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads``: how many CPU threads the tool (and any program it runs) may use."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads to use: torch intra-op threads and those of any program the tool runs "
+                        "(default: every core)")
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``: no progress bar (for logs and batch jobs)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def add_model_args(parser: argparse.ArgumentParser, max_tokens: int = 4096) -> None:
+    """``checkpoint`` plus ``--device``, ``--max-tokens``, ``--threads`` and ``--allow-unsafe``."""
     parser.add_argument(
         "checkpoint",
         help="checkpoint of fairseq-train --user-dir fairseq_esm, an official fair-esm .pt, "
         "or a HuggingFace EsmForMaskedLM directory (needs transformers)",
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--toks-per-batch", type=int, default=toks_per_batch,
-                        help="padded tokens per forward pass (default %(default)s)")
+    add_max_tokens(parser, max_tokens)
+    add_threads(parser)
     parser.add_argument("--allow-unsafe", action="store_true",
                         help="unpickle arbitrary objects in the checkpoint (only for files you trust)")
 
 
+def thread_count(args: argparse.Namespace) -> int:
+    """The ``--threads`` value, or every core this process may run on."""
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads {threads}: give at least 1")
+    return threads or len(os.sched_getaffinity(0))
+
+
+def apply_threads(args: argparse.Namespace) -> int:
+    """Give torch ``--threads`` intra-op threads (when set); returns the thread count for external programs."""
+    threads = thread_count(args)
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return threads
+
+
 def run_main(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
-    """Run a CLI's ``main``: user-fixable problems become one ``error:`` line on stderr and status 2."""
+    """Run a tool's ``main``: a problem the user can fix becomes ``error:`` lines on stderr and status 2."""
     try:
         return main(argv)
-    except (FastaFormatError, CheckpointError, UsageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-    except FileNotFoundError as err:
-        print(f"error: {err.filename or err}: no such file — check the path", file=sys.stderr)
-    except OSError as err:
-        print(f"error: {err.filename}: {err.strerror} — check the path and permissions", file=sys.stderr)
-    return 2
+    except Exception as err:
+        lines = error_lines(err)
+        if lines is None:
+            raise
+        print("\n".join(lines), file=sys.stderr)
+    return USAGE_STATUS
