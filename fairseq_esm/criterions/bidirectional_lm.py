@@ -9,17 +9,16 @@ scores, for a like-for-like comparison with a Transformer on the same held-out s
 """
 
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fairseq import metrics, utils
-from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions import register_criterion
 from fairseq.dataclass import FairseqDataclass
 
+from fairseq_esm.criterions.bits_criterion import BITS, BitsCriterion, Ratio
 from fairseq_esm.io.residues import RESIDUE_LETTERS
 
 
@@ -34,8 +33,13 @@ def rebuild_original(src_tokens: torch.Tensor, target: torch.Tensor, padding_idx
 
 
 @register_criterion("bidirectional_lm", dataclass=BidirectionalLMConfig)
-class BidirectionalLMCriterion(FairseqCriterion):
-    """Cross-entropy over all residues (not ``<cls>``/``<eos>``/``<pad>``) of ``protein_mlm`` samples."""
+class BidirectionalLMCriterion(BitsCriterion):
+    """Cross-entropy over all residues (not ``<cls>``/``<eos>``/``<pad>``) of ``protein_mlm`` samples;
+    ``masked_ppl`` is the ECE over the positions the masked LM would be scored on."""
+
+    ratios = (Ratio("accuracy", "n_correct", "sample_size", 100.0, 3),
+              Ratio("masked_loss", "masked_loss", "masked_size", BITS, 3))
+    perplexities = {"ppl": "loss", "masked_ppl": "masked_loss"}
 
     def __init__(self, task) -> None:
         super().__init__(task)
@@ -56,33 +60,6 @@ class BidirectionalLMCriterion(FairseqCriterion):
         was_masked = target.ne(self.padding_idx)[scored]  # (N,)
         loss = per_residue.sum() if reduce else per_residue
         sample_size = int(per_residue.numel())
-        logging_output = {
-            "loss": per_residue.detach().sum(),
-            "ntokens": sample["ntokens"],
-            "nsentences": sample["nsentences"],
-            "sample_size": sample_size,
-            "n_correct": int(lprobs.argmax(dim=-1).eq(tokens[scored]).sum()),
-            "masked_loss": per_residue.detach()[was_masked].sum(),
-            "masked_size": int(was_masked.sum()),
-        }
-        return loss, sample_size, logging_output
-
-    @staticmethod
-    def reduce_metrics(logging_outputs: list[dict[str, Any]]) -> None:
-        """Log ``loss`` in bits per residue (``ppl`` = ECE), ``accuracy`` in percent, and the masked-only ECE."""
-        total = {key: sum(float(log.get(key, 0.0)) for log in logging_outputs)
-                 for key in ("loss", "sample_size", "n_correct", "masked_loss", "masked_size")}
-        if total["sample_size"] == 0:
-            return
-        size = total["sample_size"]
-        metrics.log_scalar("loss", total["loss"] / size / math.log(2), size, round=3)
-        metrics.log_scalar("accuracy", 100.0 * total["n_correct"] / size, size, round=3)
-        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["loss"].avg))
-        if total["masked_size"] > 0:
-            masked = total["masked_size"]
-            metrics.log_scalar("masked_loss", total["masked_loss"] / masked / math.log(2), masked, round=3)
-            metrics.log_derived("masked_ppl", lambda meters: utils.get_perplexity(meters["masked_loss"].avg))
-
-    @staticmethod
-    def logging_outputs_can_be_summed() -> bool:
-        return True
+        counts = {"n_correct": int(lprobs.argmax(dim=-1).eq(tokens[scored]).sum()),
+                  "masked_loss": per_residue.detach()[was_masked].sum(), "masked_size": int(was_masked.sum())}
+        return loss, sample_size, self.logging_output(sample, per_residue, sample_size, **counts)

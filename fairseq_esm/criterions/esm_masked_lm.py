@@ -5,15 +5,15 @@ by ``ln 2``, so fairseq's derived ``ppl`` (2 ** loss) is the paper's exponentiat
 """
 
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from fairseq import metrics, utils
-from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions import register_criterion
 from fairseq.dataclass import FairseqDataclass
+
+from fairseq_esm.criterions.bits_criterion import BitsCriterion, Ratio
 
 
 @dataclass
@@ -22,8 +22,11 @@ class EsmMaskedLMConfig(FairseqDataclass):
 
 
 @register_criterion("esm_masked_lm", dataclass=EsmMaskedLMConfig)
-class EsmMaskedLMCriterion(FairseqCriterion):
-    """Masked-LM cross-entropy over the targets of ``protein_mlm`` samples."""
+class EsmMaskedLMCriterion(BitsCriterion):
+    """Masked-LM cross-entropy over the targets of ``protein_mlm`` samples; ``ppl`` is the ECE."""
+
+    ratios = (Ratio("accuracy", "n_correct", "sample_size", 100.0, 3),)
+    perplexities = {"ppl": "loss"}
 
     def __init__(self, task) -> None:
         super().__init__(task)
@@ -38,27 +41,5 @@ class EsmMaskedLMCriterion(FairseqCriterion):
         lprobs = F.log_softmax(logits, dim=-1, dtype=torch.float32)
         loss = F.nll_loss(lprobs, targets, reduction="sum" if reduce else "none")
         sample_size = int(targets.numel())
-        logging_output = {
-            "loss": loss.detach().sum(),
-            "ntokens": sample["ntokens"],
-            "nsentences": sample["nsentences"],
-            "sample_size": sample_size,
-            "n_correct": int(lprobs.argmax(dim=-1).eq(targets).sum()),
-        }
-        return loss, sample_size, logging_output
-
-    @staticmethod
-    def reduce_metrics(logging_outputs: list[dict[str, Any]]) -> None:
-        """Log ``loss`` in bits per target (so ``ppl`` = ECE) and ``accuracy`` in percent."""
-        loss_sum = sum(float(log.get("loss", 0.0)) for log in logging_outputs)
-        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
-        n_correct = sum(log.get("n_correct", 0) for log in logging_outputs)
-        if sample_size == 0:
-            return
-        metrics.log_scalar("loss", loss_sum / sample_size / math.log(2), sample_size, round=3)
-        metrics.log_scalar("accuracy", 100.0 * n_correct / sample_size, sample_size, round=3)
-        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["loss"].avg))
-
-    @staticmethod
-    def logging_outputs_can_be_summed() -> bool:
-        return True
+        n_correct = int(lprobs.argmax(dim=-1).eq(targets).sum())
+        return loss, sample_size, self.logging_output(sample, loss, sample_size, n_correct=n_correct)

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fairseq import metrics
-from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions import register_criterion
 from fairseq.dataclass import FairseqDataclass
 
+from fairseq_esm.criterions.bits_criterion import BitsCriterion, Ratio
 from fairseq_esm.data.structure_labels_dataset import IGNORE
 from fairseq_esm.modules.contact_metrics import contact_precisions
 
@@ -39,8 +39,11 @@ def long_range_precisions(probs: torch.Tensor, target: torch.Tensor, lengths: to
 
 
 @register_criterion("protein_contacts", dataclass=ContactCriterionConfig)
-class ContactCriterion(FairseqCriterion):
-    """Pairwise BCE; ``sample_size`` = scored pairs."""
+class ContactCriterion(BitsCriterion):
+    """Pairwise BCE; ``sample_size`` = scored pairs; ``p_at_l_long`` averaged over proteins (evaluation only)."""
+
+    loss_round = 4
+    ratios = (Ratio("p_at_l_long", "p_at_l_long_sum", "p_at_l_long_n", 1.0, 4),)
 
     def forward(self, model: torch.nn.Module, sample: dict[str, Any], reduce: bool = True):
         target = sample["target"]  # (B, L, L), IGNORE where not scored
@@ -54,28 +57,6 @@ class ContactCriterion(FairseqCriterion):
             torch.sigmoid(logits.detach()), target, sample["net_input"]["src_lengths"]
         )
         finite = [p for p in precisions if math.isfinite(p)]
-        logging_output = {
-            "loss": loss.detach(),
-            "ntokens": sample["ntokens"],
-            "nsentences": sample["nsentences"],
-            "sample_size": int(scored.sum()),
-            "p_at_l_long_sum": sum(finite),
-            "p_at_l_long_n": len(finite),
-        }
-        return loss, logging_output["sample_size"], logging_output
-
-    @staticmethod
-    def reduce_metrics(logging_outputs: list[dict[str, Any]]) -> None:
-        """``loss`` in bits per scored pair; ``p_at_l_long`` averaged over proteins (evaluation only)."""
-        loss_sum = sum(float(log.get("loss", 0.0)) for log in logging_outputs)
-        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
-        if sample_size:
-            metrics.log_scalar("loss", loss_sum / sample_size / math.log(2), sample_size, round=4)
-        proteins = sum(log.get("p_at_l_long_n", 0) for log in logging_outputs)
-        if proteins:
-            precision = sum(log.get("p_at_l_long_sum", 0.0) for log in logging_outputs) / proteins
-            metrics.log_scalar("p_at_l_long", precision, proteins, round=4)
-
-    @staticmethod
-    def logging_outputs_can_be_summed() -> bool:
-        return True
+        sample_size = int(scored.sum())
+        counts = {"p_at_l_long_sum": sum(finite), "p_at_l_long_n": len(finite)}
+        return loss, sample_size, self.logging_output(sample, loss, sample_size, **counts)

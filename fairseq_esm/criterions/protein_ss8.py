@@ -5,16 +5,15 @@ The loss is summed in nats over residues with a label (``target != IGNORE``) and
 residues of the split (as CB513 Q8 is reported), not averaged per protein.
 """
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from fairseq import metrics
-from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.criterions import register_criterion
 from fairseq.dataclass import FairseqDataclass
 
+from fairseq_esm.criterions.bits_criterion import BitsCriterion, Ratio
 from fairseq_esm.data.structure_labels_dataset import IGNORE
 
 
@@ -24,8 +23,11 @@ class SecondaryStructureCriterionConfig(FairseqDataclass):
 
 
 @register_criterion("protein_ss8", dataclass=SecondaryStructureCriterionConfig)
-class SecondaryStructureCriterion(FairseqCriterion):
-    """Per-residue 8-class cross-entropy; ``sample_size`` = labelled residues."""
+class SecondaryStructureCriterion(BitsCriterion):
+    """Per-residue 8-class cross-entropy; ``sample_size`` = labelled residues; ``q8`` in percent."""
+
+    loss_round = 4
+    ratios = (Ratio("q8", "n_correct", "sample_size", 100.0, 2),)
 
     def forward(self, model: torch.nn.Module, sample: dict[str, Any], reduce: bool = True):
         target = sample["target"]  # (B, L), IGNORE where not scored
@@ -34,26 +36,5 @@ class SecondaryStructureCriterion(FairseqCriterion):
         lprobs = F.log_softmax(logits[scored], dim=-1, dtype=torch.float32)  # (N, 8)
         loss = F.nll_loss(lprobs, target[scored], reduction="sum")
         sample_size = int(scored.sum())
-        logging_output = {
-            "loss": loss.detach(),
-            "ntokens": sample["ntokens"],
-            "nsentences": sample["nsentences"],
-            "sample_size": sample_size,
-            "n_correct": int(lprobs.argmax(dim=-1).eq(target[scored]).sum()),
-        }
-        return loss, sample_size, logging_output
-
-    @staticmethod
-    def reduce_metrics(logging_outputs: list[dict[str, Any]]) -> None:
-        """``loss`` in bits per labelled residue, ``q8`` in percent of labelled residues."""
-        loss_sum = sum(float(log.get("loss", 0.0)) for log in logging_outputs)
-        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
-        n_correct = sum(log.get("n_correct", 0) for log in logging_outputs)
-        if sample_size == 0:
-            return
-        metrics.log_scalar("loss", loss_sum / sample_size / math.log(2), sample_size, round=4)
-        metrics.log_scalar("q8", 100.0 * n_correct / sample_size, sample_size, round=2)
-
-    @staticmethod
-    def logging_outputs_can_be_summed() -> bool:
-        return True
+        n_correct = int(lprobs.argmax(dim=-1).eq(target[scored]).sum())
+        return loss, sample_size, self.logging_output(sample, loss, sample_size, n_correct=n_correct)

@@ -22,7 +22,7 @@ import numpy as np
 from fairseq import utils
 from fairseq.data import Dictionary, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks import register_task
 from omegaconf import II
 
 from fairseq_esm.data.cluster_sampling import ClusterSampledDataset, load_cluster_index
@@ -36,6 +36,7 @@ from fairseq_esm.data.integrity import (
 from fairseq_esm.data.masking import MASK_STRATEGIES, MaskedProteinDataset, MaskingScheme, mask_tokens, masking_scheme
 from fairseq_esm.data.protein_dataset import ProteinMLMDataset
 from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
+from fairseq_esm.tasks.esm_task import EsmTask
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +97,13 @@ def checked_split(split_path: str, dictionary: Dictionary, combine: bool) -> Non
 
 
 @register_task("protein_mlm", dataclass=ProteinMLMConfig)
-class ProteinMLMTask(FairseqTask):
+class ProteinMLMTask(EsmTask):
     """Masked language modelling of single proteins with the ESM alphabets."""
 
     cfg: ProteinMLMConfig
 
     def __init__(self, cfg: ProteinMLMConfig, alphabet: Alphabet, stored_dict: Dictionary) -> None:
-        super().__init__(cfg)
-        self.alphabet = alphabet
+        super().__init__(cfg, alphabet)
         self.stored_dict = stored_dict
         self.scheme = masking_scheme(
             alphabet, cfg.mask_prob, cfg.leave_unmasked_prob, cfg.random_token_prob, str(cfg.mask_strategy)
@@ -157,17 +157,6 @@ class ProteinMLMTask(FairseqTask):
         if dataset is None:
             raise FileNotFoundError(f"split not found at {path}.{{bin,idx}}")
         return dataset
-
-    def max_positions(self) -> int:
-        return self.cfg.max_positions
-
-    @property
-    def source_dictionary(self) -> Alphabet:
-        return self.alphabet
-
-    @property
-    def target_dictionary(self) -> Alphabet:
-        return self.alphabet
 
 
 def held_out_masking(alphabet: Alphabet, sequence: str, index: int, seed: int, scheme: MaskingScheme,

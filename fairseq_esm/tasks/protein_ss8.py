@@ -17,12 +17,13 @@ import os
 from dataclasses import dataclass, field
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks import register_task
 from omegaconf import II
 
 from fairseq_esm.data.structure_labels_dataset import StructureLabelsDataset
 from fairseq_esm.errors import InputError
 from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
+from fairseq_esm.tasks.esm_task import EsmTask
 from fairseq_esm.tasks.protein_mlm import load_data_dictionary
 
 logger = logging.getLogger(__name__)
@@ -48,15 +49,14 @@ class StructureTaskConfig(FairseqDataclass):
     train_subset: str = II("dataset.train_subset")
 
 
-class StructureLabelsTask(FairseqTask):
+class StructureLabelsTask(EsmTask):
     """Per-residue (``ss8``) or per-pair (``contacts``) targets for a head on a pretrained ESM model."""
 
     cfg: StructureTaskConfig
     target = "ss8"
 
     def __init__(self, cfg: StructureTaskConfig, alphabet: Alphabet) -> None:
-        super().__init__(cfg)
-        self.alphabet = alphabet
+        super().__init__(cfg, alphabet)
 
     @classmethod
     def setup_task(cls, cfg: StructureTaskConfig, **kwargs) -> "StructureLabelsTask":
@@ -73,17 +73,6 @@ class StructureLabelsTask(FairseqTask):
                                          pair_feature_k=self.cfg.pair_feature_k)
         logger.info(f"{split}: {len(dataset):,} proteins, {int(dataset.residues.sum()):,} residues ({self.target})")
         self.datasets[split] = dataset
-
-    def max_positions(self) -> int:
-        return self.cfg.max_positions
-
-    @property
-    def source_dictionary(self) -> Alphabet:
-        return self.alphabet
-
-    @property
-    def target_dictionary(self) -> Alphabet:
-        return self.alphabet
 
 
 @register_task("protein_ss8", dataclass=StructureTaskConfig)
