@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: env tools demo test test-all bench bench-extract bench-train table1 downstream clean
+.PHONY: env tools demo test test-all bench bench-extract bench-train bench-startup table1 downstream clean
 
 env: $(STAMP) tools
 
@@ -35,7 +35,7 @@ test-all: env
 table1: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/table1_small.sh
 
-# issue 7's structure tables (probes, SS8/contact heads, MSA avg) from the table1 model; HOMOLOGY=1 adds Table 2
+# the structure tables (probes, SS8/contact heads, MSA avg) from the table1 model; HOMOLOGY=1 adds Table 2
 downstream: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/downstream_small.sh
 
@@ -44,6 +44,9 @@ bench: env
 
 bench-extract: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/extract_speed.py --threads 1
+
+bench-startup: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/startup.py
 
 bench-train: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/train_speed.py --sizes small --repeats 3 --fairseq-train

@@ -220,3 +220,34 @@ def test_fresh_model_is_bert_initialised():
     assert model.embed_tokens.weight[alphabet.padding_idx].abs().max() == 0
     assert model.lm_head.weight is model.embed_tokens.weight
 
+
+
+FAIR_ESM_SCRIPT = """
+import torch
+{import_line}
+data = [("p1", "MKTAYIAKQRQISFVKSHFSRQ"), ("p2", "KALTARQQEVFDLIRD<mask>GHQ"), ("p3", "MKV")]
+model, alphabet = {load}
+model.eval()
+batch_converter = alphabet.get_batch_converter()
+labels, strs, tokens = batch_converter(data)
+with torch.no_grad():
+    results = model(tokens, repr_layers=[{layers}], return_contacts=True)
+torch.save({{"tokens": tokens, **{{k: results[k] for k in ("logits", "attentions", "contacts")}},
+            "last": results["representations"][{layers}]}}, OUT)
+"""
+
+
+@pytest.mark.parametrize("generation", ["esm1b", "esm1"])
+def test_a_fair_esm_script_runs_by_changing_its_import_line(generation, tmp_path):
+    """The README's promise: ``import fairseq_esm as esm`` and ``esm.load_model(path)`` for fair-esm's loader."""
+    path = write_official(fair_esm_model(generation), tmp_path / "tiny.pt")
+    variants = {"fair_esm": ("import esm", f"esm.pretrained.load_model_and_alphabet_local({str(path)!r})"),
+                "ours": ("import fairseq_esm as esm", f"esm.load_model({str(path)!r})")}
+    outputs = {}
+    for name, (import_line, load) in variants.items():
+        out = tmp_path / f"{name}.pt"
+        exec(FAIR_ESM_SCRIPT.format(import_line=import_line, load=load, layers=LAYERS), {"OUT": out})
+        outputs[name] = torch.load(out)
+    assert torch.equal(outputs["fair_esm"]["tokens"], outputs["ours"]["tokens"])
+    for key in ("logits", "attentions", "contacts", "last"):
+        assert max_diff(outputs["fair_esm"][key], outputs["ours"][key]) <= TOLERANCE, key
