@@ -10,16 +10,16 @@ the held-out set has.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
-from fairseq_esm.data.sized import StoredSizes, length_order, sizes_follow_epoch
+from fairseq_esm.data.sized import EveryRecordBatched, StoredSizes, length_order, sizes_follow_epoch
 
 
-class ProteinMLMDataset(StoredSizes, FairseqDataset):
+class ProteinMLMDataset(EveryRecordBatched, StoredSizes, FairseqDataset):
     """``{"source", "target"}`` items → fairseq samples, ordered by size (seeded shuffle for ties).
 
     A plain ``FairseqDataset`` rather than a wrapper, so fairseq's size filtering and
@@ -56,19 +56,6 @@ class ProteinMLMDataset(StoredSizes, FairseqDataset):
         """Indices sorted by size; ties broken by a permutation seeded with ``(seed, epoch)``."""
         return length_order(self._sizes, self.shuffle, self.seed, self.epoch)
 
-    def batch_by_size(
-        self,
-        indices: np.ndarray,
-        max_tokens: Optional[int] = None,
-        max_sentences: Optional[int] = None,
-        required_batch_size_multiple: int = 1,
-    ) -> list[np.ndarray]:
-        """fairseq's token-budget batches, plus the final partial batch fairseq would drop."""
-        batches = list(super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple))
-        batched = sum(len(batch) for batch in batches)
-        if batched < len(indices):
-            batches.append(np.asarray(indices[batched:], dtype=np.int64))
-        return batches
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"id": index, **self.dataset[index]}

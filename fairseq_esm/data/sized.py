@@ -11,6 +11,18 @@ import numpy as np
 from fairseq.data import data_utils
 
 
+class EveryRecordBatched:
+    """Mixin for a ``FairseqDataset``: fairseq's token-budget batches plus the final partial batch fairseq
+    would drop, so every held-out protein is scored."""
+
+    def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+        batches = list(super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple))
+        batched = sum(len(batch) for batch in batches)
+        if batched < len(indices):
+            batches.append(np.asarray(indices[batched:], dtype=np.int64))
+        return batches
+
+
 class StoredSizes:
     """``sizes`` / ``size`` / ``num_tokens`` from the ``_sizes`` array a dataset keeps."""
 

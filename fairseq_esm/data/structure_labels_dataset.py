@@ -24,7 +24,7 @@ from fairseq.data import FairseqDataset, data_utils
 from fairseq.data.indexed_dataset import MMapIndexedDataset, MMapIndexedDatasetBuilder
 
 from fairseq_esm.data.integrity import DataIntegrityError
-from fairseq_esm.data.sized import StoredSizes, length_order
+from fairseq_esm.data.sized import EveryRecordBatched, StoredSizes, length_order
 from fairseq_esm.io.dssp import SS8
 from fairseq_esm.modules.alphabet import Alphabet
 from fairseq_esm.modules.msa_covariance import weighted_covariance
@@ -118,7 +118,7 @@ class MsaMembers:
         return weighted_covariance(proj, present, weights)
 
 
-class StructureLabelsDataset(StoredSizes, FairseqDataset):
+class StructureLabelsDataset(EveryRecordBatched, StoredSizes, FairseqDataset):
     """One protein per item: ``residues`` (L,), ``ss8`` (L,), ``contacts`` (L, L), ``features`` (L, D) and
     ``pair_features`` (K*K, L, L) as loaded."""
 
@@ -165,13 +165,6 @@ class StructureLabelsDataset(StoredSizes, FairseqDataset):
         """By length; ties in a seeded, per-epoch order when shuffling (training)."""
         return length_order(self._sizes, self.shuffle, self.seed, self.epoch)
 
-    def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
-        """fairseq's batches plus the final partial one it would drop: every test protein is scored."""
-        batches = list(super().batch_by_size(indices, max_tokens, max_sentences, required_batch_size_multiple))
-        batched = sum(len(batch) for batch in batches)
-        if batched < len(indices):
-            batches.append(np.asarray(indices[batched:], dtype=np.int64))
-        return batches
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         length = int(self.residues[index])
