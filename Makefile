@@ -10,8 +10,8 @@ PYTEST_ARGS ?=
 
 env: $(STAMP) tools
 
-# Debian bio tools the project runs (MMseqs2 for preprocess/make_uniref_splits.py and build_msas.py, DSSP for
-# preprocess/structure_labels.py, HMMER for the remote-homology baseline); idempotent
+# Debian bio tools the project runs (MMseqs2 for fairseq-esm-make-uniref-splits and fairseq-esm-build-msas, DSSP
+# for fairseq-esm-structure-labels, HMMER for the remote-homology baseline); idempotent
 tools:
 	bash preprocess/install_tools.sh mmseqs2 dssp hmmer
 

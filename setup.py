@@ -36,7 +36,8 @@ setup(
                 # using a model
                 "extract", "score", "variants", "contacts", "convert",
                 # the paper's evaluations and baselines
-                "ngram", "lm_table", "homology", "pfam_auc", "plots", "finetune_variants", "msa_features", "probes",
+                "ngram", "unigram_ece", "lm_table", "homology", "pfam_auc", "plots", "finetune_variants", "msa_features",
+                "probes",
                 # data preparation (also reachable as preprocess/<name>.py)
                 "binarize", "fasta_to_text", "split_fasta", "make_uniref_splits", "build_msas", "msa_split_features",
                 "structure_labels", "structure_dataset", "backbone_json_to_pdb",

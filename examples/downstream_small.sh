@@ -24,15 +24,15 @@ mkdir -p "$OUT"
 stamp() { echo "== $(date +%T) $*"; }
 
 stamp "1. labels"
-python preprocess/backbone_json_to_pdb.py "$SHARED/structures/gvp_ts50.json" --out-dir "$OUT/ts50_pdb"
+fairseq-esm-backbone-json-to-pdb "$SHARED/structures/gvp_ts50.json" --out "$OUT/ts50_pdb"
 sed "s#^\.\./shared/data#$SHARED#" examples/data/probes/structure_chains.txt > "$OUT/chains.txt"
 half=$(( ($(wc -l < "$OUT/chains.txt") + 1) / 2 ))
-python preprocess/structure_labels.py $(head -n "$half" "$OUT/chains.txt") --out-dir "$OUT/labels_a" \
+fairseq-esm-structure-labels $(head -n "$half" "$OUT/chains.txt") --out "$OUT/labels_a" \
     > "$OUT/labels_a.log" 2>&1 &
-python preprocess/structure_labels.py $(tail -n +"$((half + 1))" "$OUT/chains.txt") --out-dir "$OUT/labels_b" \
+fairseq-esm-structure-labels $(tail -n +"$((half + 1))" "$OUT/chains.txt") --out "$OUT/labels_b" \
     > "$OUT/labels_b.log" 2>&1
 wait
-python preprocess/structure_labels.py "$OUT"/ts50_pdb/*.pdb --out-dir "$OUT/labels_ts50" > "$OUT/labels_ts50.log" 2>&1
+fairseq-esm-structure-labels "$OUT"/ts50_pdb/*.pdb --out "$OUT/labels_ts50" > "$OUT/labels_ts50.log" 2>&1
 tail -n 1 "$OUT"/labels_a.log "$OUT"/labels_b.log "$OUT"/labels_ts50.log
 LABELS=("$OUT/labels_a" "$OUT/labels_b" "$OUT/labels_ts50")
 
@@ -42,11 +42,11 @@ fairseq-esm-probes "$CK" "${LABELS[@]/#/--labels=}" --levels family superfamily 
     --png-dir "$OUT/probes_png" --save-assignments "$OUT/probes_assignments.tsv"
 
 stamp "3. supervised heads"
-python preprocess/structure_dataset.py "${LABELS[@]}" --cb513 "$SHARED/ss_cb513/CB513_HHblits.csv" \
-    --out-dir "$OUT/data-ss"
+fairseq-esm-structure-dataset "${LABELS[@]}" --cb513 "$SHARED/ss_cb513/CB513_HHblits.csv" \
+    --out "$OUT/data-ss"
 { zcat "$SHARED/pretrain_uniprot/mmseqs2_examples_DB.fasta.gz" "$SHARED/pretrain_uniprot/opal_uniprot_sprot12071.fasta.gz"
   zcat -f "$SHARED/scope_astral40_2.07/astral-scopedom-seqres-gd-sel-gs-bib-40-2.07.fa"; } > "$OUT/msa_db.fasta"
-python preprocess/msa_split_features.py "$OUT/data-ss" "$CK" --db "$OUT/msa_db.fasta" --threads 2 --cov-k 8 --no-progress
+fairseq-esm-msa-split-features "$OUT/data-ss" "$CK" --db "$OUT/msa_db.fasta" --threads 2 --cov-k 8 --no-progress
 DIM=$(python -c "import numpy, sys; print(numpy.load(sys.argv[1], mmap_mode='r').shape[1])" "$OUT/data-ss/test.features.npy")
 
 heads() {  # name task arch criterion max-tokens epochs valid-subset [extra fairseq-train flags]

@@ -18,10 +18,10 @@ SAMPLE=examples/data/uniprot_sample.fasta.gz
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 echo "== 1/5 hold out 500 proteins from $SAMPLE"
-python preprocess/split_fasta.py "$SAMPLE" --out-dir "$OUT/fasta" --valid-count 500 --seed "$SEED"
+fairseq-esm-split-fasta "$SAMPLE" --out "$OUT/fasta" --valid-count 500 --seed "$SEED"
 
 echo "== 2/5 binarize (fast path; byte-identical to fairseq-preprocess)"
-python preprocess/binarize_fasta.py --trainpref "$OUT/fasta/train.fasta" \
+fairseq-esm-binarize --trainpref "$OUT/fasta/train.fasta" \
   --validpref "$OUT/fasta/valid.fasta" --destdir "$OUT/data-bin" --workers "$WORKERS"
 
 TASK_ARGS=(--user-dir fairseq_esm --task protein_mlm --criterion esm_masked_lm
@@ -40,7 +40,7 @@ fairseq-validate "$OUT/data-bin" "${TASK_ARGS[@]}" --path "$OUT/checkpoints/chec
   --valid-subset valid --log-format json | tee "$OUT/validate.log"
 
 echo "== 5/5 unigram (amino-acid frequency) baseline on the same masked positions"
-python -m fairseq_esm.cli.unigram_ece "$OUT/data-bin" --train-split train --valid-split valid \
+fairseq-esm-unigram-ece "$OUT/data-bin" --train-split train --valid-split valid \
   --max-positions "$MAX_POSITIONS" --seed "$SEED" --json "$OUT/unigram.json"
 
 python examples/summarize_demo.py --validate-log "$OUT/validate.log" \

@@ -26,8 +26,8 @@ CPU_FLAG=$(python -c "import torch; print('' if torch.cuda.is_available() else '
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 echo "== 1/4 cluster $INPUT with MMseqs2; hold out 10% of the 50% clusters; build UR100, UR50/S, UR50/D"
-python preprocess/make_uniref_splits.py "$INPUT" --out-dir "$SPLITS" --fractions 0.1 --seed "$SEED" \
-  --workers "$WORKERS"
+fairseq-esm-make-uniref-splits "$INPUT" --out "$SPLITS" --fractions 0.1 --seed "$SEED" \
+  --threads "$WORKERS"
 
 echo "== 2/4 n-gram models: contexts 0-8, Laplace alpha tuned on the validation clusters"
 fairseq-esm-ngram --train "$SPLITS/ur50s/train.fasta" --valid "$SPLITS/valid.fasta" \

@@ -41,7 +41,7 @@ def test_backbone_pdb_gives_the_same_dssp_and_near_same_contacts(tmp_path):
     assert len(entry["seq"]) == len(entry["coords"])
     source = tmp_path / "set.json"
     source.write_text(json.dumps([entry]))
-    proc = run(str(source), "--out-dir", str(tmp_path / "pdb"))
+    proc = run(str(source), "--out", str(tmp_path / "pdb"))
     assert proc.returncode == 0, proc.stderr
     written = tmp_path / "pdb" / "1LCD_A_backbone.pdb"
     full, backbone = chain_labels(STRUCTURE, "A"), chain_labels(written, "A")
@@ -55,6 +55,6 @@ def test_backbone_pdb_gives_the_same_dssp_and_near_same_contacts(tmp_path):
 def test_bad_json_is_one_line(tmp_path):
     source = tmp_path / "bad.json"
     source.write_text(json.dumps([{"name": "x", "seq": "AC", "coords": [[[0, 0, 0]] * 4]}]))
-    proc = run(str(source), "--out-dir", str(tmp_path / "out"))
+    proc = run(str(source), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {source}: entry 0 needs name, seq and coords of shape (len(seq), 4, 3)"

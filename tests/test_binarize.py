@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -37,8 +38,8 @@ def work(tmp_path_factory) -> Path:
         records = src.read(300_000).split(b"\n>")[:300]
     (work / "slice.fasta").write_bytes(b"\n>".join(records) + b"\n" + ODD.encode())
     (work / "odd.fasta").write_text(ODD)
-    assert text_cli.main([str(work / "slice.fasta"), str(work / "train.txt")]) == 0
-    assert text_cli.main([str(work / "odd.fasta"), str(work / "gaps.txt"), "--keep-gaps"]) == 0
+    assert text_cli.main([str(work / "slice.fasta"), "--out", str(work / "train.txt")]) == 0
+    assert text_cli.main([str(work / "odd.fasta"), "--out", str(work / "gaps.txt"), "--keep-gaps"]) == 0
     ref = subprocess.run(
         [str(Path(sys.executable).parent / "fairseq-preprocess"), "--only-source", "--srcdict", str(SRCDICT),
          "--trainpref", str(work / "train.txt"), "--validpref", str(work / "gaps.txt"),
@@ -120,7 +121,7 @@ def test_cli_whole_file_errors_are_one_line_exit_2_and_leave_no_output(tmp_path,
 
 
 def test_cli_missing_file_is_one_line(tmp_path, capsys):
-    assert run_main(text_cli.main, [str(tmp_path / "nope.fasta"), str(tmp_path / "x.txt")]) == 2
+    assert run_main(text_cli.main, [str(tmp_path / "nope.fasta"), "--out", str(tmp_path / "x.txt")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path / 'nope.fasta'}: no such file — check the path\n"
 
@@ -128,7 +129,7 @@ def test_cli_missing_file_is_one_line(tmp_path, capsys):
 def test_cli_as_subprocess_prints_no_traceback(tmp_path):
     (tmp_path / "reads.fastq").write_text("@r1\nACGT\n+\nIIII\n")
     proc = subprocess.run([sys.executable, "preprocess/fasta_to_text.py", str(tmp_path / "reads.fastq"),
-                           str(tmp_path / "out.txt")], cwd=ROOT, capture_output=True, text=True)
+                           "--out", str(tmp_path / "out.txt")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'reads.fastq'}:1: looks like FASTQ, not FASTA — convert it to FASTA: "
@@ -139,7 +140,7 @@ def test_cli_as_subprocess_prints_no_traceback(tmp_path):
 def test_split_fasta_holds_out_records_verbatim_and_reproducibly(work, tmp_path, capsys):
     source = work / "slice.fasta"
     for run in ("a", "b"):
-        assert split_cli.main([str(source), "--out-dir", str(tmp_path / run), "--valid-count", "30", "--seed", "7"]) == 0
+        assert split_cli.main([str(source), "--out", str(tmp_path / run), "--valid-count", "30", "--seed", "7"]) == 0
     assert "304 records" in capsys.readouterr().out
     train, valid = ((tmp_path / "a" / f"{s}.fasta").read_bytes() for s in ("train", "valid"))
     assert valid == (tmp_path / "b" / "valid.fasta").read_bytes() and valid.count(b"\n>") + 1 == 30
@@ -147,5 +148,31 @@ def test_split_fasta_holds_out_records_verbatim_and_reproducibly(work, tmp_path,
     split_records = train.split(b"\n>") + valid.split(b"\n>")
     assert sorted(r.lstrip(b">").rstrip(b"\n") for r in split_records) == sorted(r.lstrip(b">").rstrip(b"\n")
                                                                                for r in records)
-    assert split_cli.main([str(source), "--out-dir", str(tmp_path / "c"), "--valid-fraction", "0.1"]) == 0
+    assert split_cli.main([str(source), "--out", str(tmp_path / "c"), "--valid-fraction", "0.1"]) == 0
     assert (tmp_path / "c" / "valid.fasta").read_bytes().count(b"\n>") + 1 == 30
+
+
+def test_fasta_to_text_old_positional_output_still_works(work, tmp_path, capsys):
+    assert text_cli.main([str(work / "odd.fasta"), str(tmp_path / "old.txt")]) == 0
+    assert "note: the positional TEXT is deprecated; use --out" in capsys.readouterr().err
+    assert text_cli.main([str(work / "odd.fasta"), "--out", str(tmp_path / "new.txt")]) == 0
+    assert (tmp_path / "old.txt").read_bytes() == (tmp_path / "new.txt").read_bytes()
+    both = [str(work / "odd.fasta"), str(tmp_path / "a.txt"), "--out", str(tmp_path / "b.txt")]
+    assert run_main(text_cli.main, both) == 2
+    assert "error: two output text files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool,argv,expected", [
+    ("split_fasta", ["x.fasta", "--valid-count", "1", "--out-dir", "d"], {"out": "d"}),
+    ("make_uniref_splits", ["x.fasta", "--out-dir", "d", "--workers", "3"], {"out": "d", "threads": 3}),
+    ("build_msas", ["q.fasta", "--db", "db.fasta", "--out-dir", "d"], {"out": Path("d")}),
+    ("msa_split_features", ["data", "model.pt", "--db", "db.fasta", "--layer", "2", "--toks-per-batch", "99"],
+     {"repr_layers": 2, "max_tokens": 99}),
+    ("structure_labels", ["a.pdb", "--out-dir", "d"], {"out": "d"}),
+    ("structure_dataset", ["labels", "--out-dir", "d"], {"out": "d"}),
+    ("backbone_json_to_pdb", ["set.json", "--out-dir", "d"], {"out": Path("d")}),
+])
+def test_old_spellings_of_the_data_tools_still_parse_and_say_so(tool, argv, expected, capsys):
+    args = importlib.import_module(f"fairseq_esm.cli.{tool}").build_parser().parse_args(argv)
+    assert {key: getattr(args, key) for key in expected} == expected
+    assert "is deprecated; use --" in capsys.readouterr().err

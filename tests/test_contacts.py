@@ -65,7 +65,7 @@ def test_predict_matches_fair_esm(variant, official_checkpoint, sample_proteins,
     assert len({len(p) for p in proteins}) == 5
     fasta = write_fasta(tmp_path / "in.fasta", [(f"sp|Q{i}|TEST", p) for i, p in enumerate(proteins)])
     out = tmp_path / "out"
-    argv = ["predict", str(checkpoint), str(fasta), str(out), "--device", "cpu", "--toks-per-batch", "1024"]
+    argv = ["predict", str(checkpoint), str(fasta), "--out", str(out), "--device", "cpu", "--max-tokens", "1024"]
     assert main(argv) == 0
     assert "skipped too_long: 1" in capsys.readouterr().err  # longer than the 128-position test model
     index = [line.split("\t") for line in (out / "contacts.tsv").read_text().splitlines()[1:]]
@@ -144,7 +144,7 @@ def test_fit_cli_round_trips_through_its_files(official_checkpoint, sample_prote
     outputs = {}
     for name, args in {"regression": [str(checkpoint), "--regression", str(regression)],
                        "checkpoint": [str(new_checkpoint)], "original": [str(checkpoint)]}.items():
-        assert main(["predict", args[0], str(fasta), str(tmp_path / name), "--no-png", *args[1:]]) == 0
+        assert main(["predict", args[0], str(fasta), "--out", str(tmp_path / name), "--no-png", *args[1:]]) == 0
         outputs[name] = np.load(tmp_path / name / "p1.npy")
     assert not (tmp_path / "checkpoint" / "p1.png").exists()
     np.testing.assert_allclose(outputs["regression"], outputs["checkpoint"], atol=1e-6)
@@ -218,10 +218,12 @@ def test_help_and_one_line_errors(official_checkpoint, tmp_path, capsys) -> None
     cases = {
         "no such file": ["evaluate", checkpoint, str(tmp_path / "missing.pdb")],
         "no protein chain 'B'": ["evaluate", checkpoint, str(STRUCTURES / "1LCD.pdb.gz") + ":B"],
-        "nope.pt": ["predict", str(tmp_path / "nope.pt"), str(fasta), str(tmp_path / "out")],
-        "absent.fasta": ["predict", checkpoint, str(tmp_path / "absent.fasta"), str(tmp_path / "out")],
-        "not a contact regression file": ["predict", checkpoint, str(fasta), str(tmp_path / "o"), "--regression",
-                                          str(fasta)],
+        "nope.pt": ["predict", str(tmp_path / "nope.pt"), str(fasta), "--out", str(tmp_path / "out")],
+        "absent.fasta": ["predict", checkpoint, str(tmp_path / "absent.fasta"), "--out", str(tmp_path / "out")],
+        "not a contact regression file": ["predict", checkpoint, str(fasta), "--out", str(tmp_path / "o"),
+                                          "--regression", str(fasta)],
+        "pass --out": ["predict", checkpoint, str(fasta)],
+        "give only --out": ["predict", checkpoint, str(fasta), str(tmp_path / "o"), "--out", str(tmp_path / "o")],
     }
     for expected, argv in cases.items():
         assert run_main(main, argv) == 2

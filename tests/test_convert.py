@@ -64,8 +64,8 @@ def fair_esm_logits(path: Path, tokens: torch.Tensor) -> torch.Tensor:
 def test_official_fairseq_official_round_trip(variant, official_checkpoint, sample_proteins, tmp_path, capsys):
     source = official_checkpoint(variant)
     fairseq_ckpt, back = tmp_path / "checkpoint_converted.pt", tmp_path / "back" / "model.pt"
-    convert(capsys, source, fairseq_ckpt, "--to", "fairseq")
-    convert(capsys, fairseq_ckpt, back, "--to", "official")
+    convert(capsys, source, "--out", fairseq_ckpt, "--to", "fairseq")
+    convert(capsys, fairseq_ckpt, "--out", back, "--to", "official")
     tokens = real_batch(variant, sample_proteins)
     diff = (fair_esm_logits(back, tokens) - fair_esm_logits(source, tokens)).abs().max().item()
     assert diff <= TOL
@@ -108,7 +108,8 @@ def test_export_official_module_is_an_alias(official_checkpoint, sample_proteins
     source = official_checkpoint("esm1b")
     out = tmp_path / "exported.pt"
     assert run_main(export_official.main, [str(source), str(out)]) == 0
-    assert DIFF.search(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert DIFF.search(captured.out) and "deprecated" not in captured.err
     tokens = real_batch("esm1b", sample_proteins)
     assert (fair_esm_logits(out, tokens) - fair_esm_logits(source, tokens)).abs().max().item() <= TOL
 
@@ -124,7 +125,7 @@ def refused(capsys, *argv: object) -> str:
 
 def test_esm1_to_hf_is_refused(official_checkpoint, tmp_path, capsys):
     out = tmp_path / "esm1_hf"
-    line = refused(capsys, official_checkpoint("esm1"), out, "--to", "hf")
+    line = refused(capsys, official_checkpoint("esm1"), "--out", out, "--to", "hf")
     assert "ESM-1 has no HuggingFace equivalent" in line and "sinusoidal" in line
     assert not out.exists()
 
@@ -136,18 +137,22 @@ def test_esm1_to_hf_is_refused(official_checkpoint, tmp_path, capsys):
     ("same_path", "is SRC itself"),
     ("fair_esm_name", "fair-esm reads the file name"),
     ("not_a_checkpoint", "not a readable PyTorch checkpoint"),
+    ("no_out", "pass --out"),
+    ("two_outs", "give only --out"),
 ])
 def test_bad_arguments_are_one_line_exit_2(case, needle, official_checkpoint, tmp_path, capsys):
     source = official_checkpoint("esm1b")
     junk = tmp_path / "notes.pt"
     junk.write_text("MKTAYIAKQRQ\n")
     argv = {
-        "missing_src": [tmp_path / "nope.pt", tmp_path / "out.pt", "--to", "official"],
-        "not_pt": [source, tmp_path / "out.bin", "--to", "fairseq"],
-        "hf_to_file": [source, tmp_path / "out.pt", "--to", "hf"],
-        "same_path": [source, source, "--to", "official"],
-        "fair_esm_name": [source, tmp_path / "esm2_mine.pt", "--to", "official"],
-        "not_a_checkpoint": [junk, tmp_path / "out.pt", "--to", "fairseq"],
+        "missing_src": [tmp_path / "nope.pt", "--out", tmp_path / "out.pt", "--to", "official"],
+        "not_pt": [source, "--out", tmp_path / "out.bin", "--to", "fairseq"],
+        "hf_to_file": [source, "--out", tmp_path / "out.pt", "--to", "hf"],
+        "same_path": [source, "--out", source, "--to", "official"],
+        "fair_esm_name": [source, "--out", tmp_path / "esm2_mine.pt", "--to", "official"],
+        "not_a_checkpoint": [junk, "--out", tmp_path / "out.pt", "--to", "fairseq"],
+        "no_out": [source, "--to", "official"],
+        "two_outs": [source, tmp_path / "out.pt", "--out", tmp_path / "out.pt", "--to", "official"],
     }[case]
     assert needle in refused(capsys, *argv)
 
@@ -158,7 +163,7 @@ def hf_dir_with_mask_row(official_checkpoint, tmp_path, capsys) -> Path:
     from fairseq_esm.checkpoints.huggingface import import_transformers
 
     out = tmp_path / "hf"
-    convert(capsys, official_checkpoint("esm1b"), out, "--to", "hf")
+    convert(capsys, official_checkpoint("esm1b"), "--out", out, "--to", "hf")
     hf_model = import_transformers().EsmForMaskedLM.from_pretrained(str(out))
     with torch.no_grad():
         hf_model.esm.embeddings.word_embeddings.weight[load_alphabet("esm1b").mask_idx] = 0.5
@@ -170,7 +175,7 @@ def test_a_conversion_that_changes_logits_exits_1(hf_dir_with_mask_row, tmp_path
     """fair-esm zeroes the ESM-1b <mask> embedding on load; an HF model with a trained <mask> row therefore
     gets another <mask> logit column in the official layout, and the check must say so."""
     with pytest.warns(UserWarning, match="<mask> embedding row is not zero"):
-        status = run_main(main, [str(hf_dir_with_mask_row), str(tmp_path / "out.pt"), "--to", "official"])
+        status = run_main(main, [str(hf_dir_with_mask_row), "--out", str(tmp_path / "out.pt"), "--to", "official"])
     assert status == 1
     captured = capsys.readouterr()
     assert float(DIFF.search(captured.out).group(2)) > TOL

@@ -76,7 +76,7 @@ def test_three_states() -> None:
 
 def test_cli_end_to_end(tmp_path: Path, capsys) -> None:
     specs = [str(STRUCTURES / "1A7G.cif.gz"), str(STRUCTURES / "2BEG.pdb.gz") + ":C", str(STRUCTURES / "1LCD.pdb.gz:Q")]
-    assert run_main(structure_labels.main, specs + ["--out-dir", str(tmp_path)]) == 0
+    assert run_main(structure_labels.main, specs + ["--out", str(tmp_path)]) == 0
     out = capsys.readouterr()
     assert "2 chains written, 1 skipped" in out.out and "16 unresolved" in out.out and "no protein chain 'Q'" in out.err
     fasta = (tmp_path / "labels.fasta").read_text().split()
@@ -91,5 +91,5 @@ def test_missing_mkdssp(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DsspError, match="install_tools.sh dssp"):
         chain_labels(STRUCTURES / "1A7G.cif.gz")
-    assert run_main(structure_labels.main, [str(STRUCTURES / "1A7G.cif.gz"), "--out-dir", str(tmp_path)]) == 2
+    assert run_main(structure_labels.main, [str(STRUCTURES / "1A7G.cif.gz"), "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: mkdssp not found on PATH")

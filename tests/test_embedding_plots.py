@@ -71,7 +71,7 @@ def test_cli_writes_pngs(official_checkpoint, tmp_path, capsys):
     assert run_main(pfam_auc.main, [str(checkpoint), "--sto-dir", str(tmp_path), "--max-pairs", "500",
                                     "--json", str(summary)]) == 0
     out = tmp_path / "pictures"
-    argv = [str(checkpoint), "--out-dir", str(out), "--untrained", "--auc-json", str(summary)]
+    argv = [str(checkpoint), "--out", str(out), "--untrained", "--auc-json", str(summary)]
     assert run_main(plots.main, argv) == 0
     expected = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
     for name in ("tsne_trained.png", "tsne_untrained.png", "pfam_auc_hist.png"):
@@ -82,7 +82,7 @@ def test_cli_writes_pngs(official_checkpoint, tmp_path, capsys):
 def test_bad_auc_json_is_one_error_line(official_checkpoint, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"families": [{"family": "x"}]}))
-    assert run_main(plots.main, [str(official_checkpoint("esm1b", layers=1, dim=32, ffn=64)), "--out-dir",
+    assert run_main(plots.main, [str(official_checkpoint("esm1b", layers=1, dim=32, ffn=64)), "--out",
                                  str(tmp_path / "o"), "--auc-json", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "not a pfam_auc --json summary" in err[0]

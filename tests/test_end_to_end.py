@@ -46,7 +46,7 @@ def first_records(n: int, out: Path) -> Path:
 def data_bin(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("e2e")
     fasta = first_records(400, work / "slice.fasta")
-    run([sys.executable, "preprocess/split_fasta.py", str(fasta), "--out-dir", str(work / "fasta"),
+    run([sys.executable, "preprocess/split_fasta.py", str(fasta), "--out", str(work / "fasta"),
          "--valid-count", "40", "--seed", "1"])
     run([sys.executable, "preprocess/binarize_fasta.py", "--trainpref", str(work / "fasta/train.fasta"),
          "--validpref", str(work / "fasta/valid.fasta"), "--destdir", str(work / "data-bin"), "--workers", "1"])

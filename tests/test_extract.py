@@ -88,7 +88,7 @@ def test_matches_fair_esm_extract(variant, official_checkpoint, sample_proteins,
     checkpoint = official_checkpoint(variant)
     fasta = write_fasta(tmp_path / "in.fasta", short_records(sample_proteins, 24))
     layers = [0, -2, -1]
-    assert extract(checkpoint, fasta, tmp_path / "out", "--repr-layers", *layers, "--toks-per-batch", 1000,
+    assert extract(checkpoint, fasta, "--out", tmp_path / "out", "--repr-layers", *layers, "--max-tokens", 1000,
                    "--include", "mean", "per_tok", "bos", "contacts", "attentions") == 0
     ours = load_pt(tmp_path / "out")
     theirs = fair_esm_extract(checkpoint, fasta, layers, 1000)
@@ -122,8 +122,9 @@ def test_batch_size_does_not_change_results(official_checkpoint, sample_proteins
     records = [(f"p{i}", seq) for i, seq in enumerate(chosen)]
     fasta = write_fasta(tmp_path / "in.fasta", records)
     common = ["--repr-layers", "1", "-1", "--include", "mean", "per_tok", "bos", "contacts"]
-    assert extract(official_checkpoint("esm1b"), fasta, tmp_path / "small", "--toks-per-batch", 128, *common) == 0
-    assert extract(official_checkpoint("esm1b"), fasta, tmp_path / "large", "--toks-per-batch", 100_000, *common) == 0
+    assert extract(official_checkpoint("esm1b"), fasta, "--out", tmp_path / "small", "--max-tokens", 128, *common) == 0
+    assert extract(official_checkpoint("esm1b"), fasta, "--out", tmp_path / "large", "--max-tokens", 100_000,
+                   *common) == 0
     small, large = load_pt(tmp_path / "small"), load_pt(tmp_path / "large")
     assert sorted(small) == sorted(large) == sorted(rid for rid, _ in records)
     for label in small:
@@ -136,17 +137,17 @@ def test_batch_size_does_not_change_results(official_checkpoint, sample_proteins
 def test_resume_skips_written_and_regenerates_deleted(official_checkpoint, sample_proteins, tmp_path, capsys):
     fasta = write_fasta(tmp_path / "in.fasta", short_records(sample_proteins, 6))
     out, checkpoint = tmp_path / "out", official_checkpoint("esm1b")
-    assert extract(checkpoint, fasta, out) == 0
+    assert extract(checkpoint, fasta, "--out", out) == 0
     assert "wrote 6 protein(s)" in capsys.readouterr().err
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")}
     assert len(stamps) == 6
-    assert extract(checkpoint, fasta, out) == 0
+    assert extract(checkpoint, fasta, "--out", out) == 0
     err = capsys.readouterr().err
     assert "wrote 0 protein(s)" in err and "skipped 6 already there" in err
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")} == stamps
     victim = sorted(stamps)[2]
     (out / victim).unlink()
-    assert extract(checkpoint, fasta, out) == 0
+    assert extract(checkpoint, fasta, "--out", out) == 0
     err = capsys.readouterr().err
     assert "wrote 1 protein(s)" in err and "skipped 5 already there" in err
     now = {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")}
@@ -164,7 +165,7 @@ def test_long_protein_windows_average_overlaps(variant, official_checkpoint, sam
     checkpoint = official_checkpoint(variant)
     seq = next(p for p in sample_proteins if 280 <= len(p) <= 400)
     fasta = write_fasta(tmp_path / "in.fasta", [("long1", seq)])
-    assert extract(checkpoint, fasta, tmp_path / "out", "--repr-layers", 0, -1, "--window-overlap", 40,
+    assert extract(checkpoint, fasta, "--out", tmp_path / "out", "--repr-layers", 0, -1, "--window-overlap", 40,
                    "--include", "mean", "per_tok", "bos", "contacts") == 0
     assert "windowed 1, truncated 0" in capsys.readouterr().err
     result = load_pt(tmp_path / "out")["long1"]
@@ -200,7 +201,8 @@ def test_long_protein_truncated_with_warning(official_checkpoint, sample_protein
     checkpoint = official_checkpoint("esm1b")
     seq = next(p for p in sample_proteins if 280 <= len(p) <= 400)
     fasta = write_fasta(tmp_path / "in.fasta", [("long1", seq), ("short1", sample_proteins[12])])
-    assert extract(checkpoint, fasta, tmp_path / "out", "--long", "truncate", "--include", "per_tok", "mean") == 0
+    assert extract(checkpoint, fasta, "--out", tmp_path / "out", "--long", "truncate",
+                   "--include", "per_tok", "mean") == 0
     err = capsys.readouterr().err
     assert "warning: 1 protein(s) longer than 126 residues are truncated" in err and "long1" in err
     assert "truncated 1" in err
@@ -211,9 +213,14 @@ def test_long_protein_truncated_with_warning(official_checkpoint, sample_protein
     assert_close(results["long1"]["representations"][3], direct)
     assert_close(results["long1"]["mean_representations"][3], direct.mean(0))
     assert results["short1"]["representations"][3].shape == (len(sample_proteins[12]), 64)
-    # fair-esm's flag: truncate to N residues
-    assert extract(checkpoint, fasta, tmp_path / "out100", "--truncation_seq_length", 100, "--include", "per_tok") == 0
-    assert "truncated to their first 100" in capsys.readouterr().err
+    # fair-esm's esm-extract form: positional output directory, underscore flags, --nogpu (hidden, with a note)
+    assert extract(checkpoint, fasta, tmp_path / "out100", "--truncation_seq_length", 100, "--include", "per_tok",
+                   "--repr_layers", -1, "--toks_per_batch", 500, "--nogpu") == 0
+    err = capsys.readouterr().err
+    assert "truncated to their first 100" in err
+    for old, new in [("OUTPUT_DIR", "--out"), ("--truncation_seq_length", "--truncation-seq-length"),
+                     ("--repr_layers", "--repr-layers"), ("--toks_per_batch", "--max-tokens"), ("--nogpu", "--device")]:
+        assert f"{old} is deprecated; use {new}" in err
     assert load_pt(tmp_path / "out100")["long1"]["representations"][3].shape == (100, 64)
 
 
@@ -222,7 +229,7 @@ def test_unsafe_and_duplicate_ids_get_safe_recorded_names(official_checkpoint, s
     records = list(zip(ids, [p for p in sample_proteins if len(p) <= 120]))
     fasta = write_fasta(tmp_path / "in.fasta", records)
     out = tmp_path / "out"
-    assert extract(official_checkpoint("esm1b"), fasta, out) == 0
+    assert extract(official_checkpoint("esm1b"), fasta, "--out", out) == 0
     rows = [line.split("\t") for line in (out / "index.tsv").read_text().splitlines()]
     assert rows[0] == ["id", "file"]
     assert sorted(rid for rid, _ in rows[1:]) == sorted(ids)
@@ -251,8 +258,8 @@ def test_npz_shards_match_pt_and_resume(official_checkpoint, sample_proteins, tm
     fasta = write_fasta(tmp_path / "in.fasta", records)
     checkpoint, shards = official_checkpoint("esm1b"), tmp_path / "shards"
     common = ["--repr-layers", 0, -1, "--include", "mean", "per_tok", "bos", "contacts"]
-    assert extract(checkpoint, fasta, tmp_path / "pt", *common) == 0
-    assert extract(checkpoint, fasta, shards, *common, "--format", "npz-shards", "--shard-size", 4) == 0
+    assert extract(checkpoint, fasta, "--out", tmp_path / "pt", *common) == 0
+    assert extract(checkpoint, fasta, "--out", shards, *common, "--format", "npz-shards", "--shard-size", 4) == 0
     assert sorted(p.name for p in shards.glob("*.npz")) == ["shard-00000.npz", "shard-00001.npz", "shard-00002.npz"]
 
     def same_as_pt() -> None:
@@ -272,11 +279,11 @@ def test_npz_shards_match_pt_and_resume(official_checkpoint, sample_proteins, tm
     lines = index.read_text().splitlines()
     assert lines[0] == "id\tcopy\tshard\trow\tlength" and len(lines) == 11
     index.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:3])  # killed before indexing, mid-line
-    assert extract(checkpoint, fasta, shards, *common, "--format", "npz-shards", "--shard-size", 4) == 0
+    assert extract(checkpoint, fasta, "--out", shards, *common, "--format", "npz-shards", "--shard-size", 4) == 0
     assert "wrote 0 protein(s)" in capsys.readouterr().err
     assert sorted(index.read_text().splitlines()[1:]) == sorted(lines[1:])
     (shards / "shard-00001.npz").unlink()
-    assert extract(checkpoint, fasta, shards, *common, "--format", "npz-shards", "--shard-size", 4) == 0
+    assert extract(checkpoint, fasta, "--out", shards, *common, "--format", "npz-shards", "--shard-size", 4) == 0
     assert "wrote 4 protein(s)" in capsys.readouterr().err
     same_as_pt()
 
@@ -291,6 +298,8 @@ def test_npz_shards_match_pt_and_resume(official_checkpoint, sample_proteins, tm
     ("fp16_on_cpu", "need a GPU"),
     ("duplicate_error", "duplicate id"),
     ("other_settings", "other settings"),
+    ("no_out", "pass --out"),
+    ("two_outs", "give only --out"),
 ])
 def test_errors_are_one_line_exit_2(case, needle, official_checkpoint, sample_proteins, tmp_path, capsys):
     checkpoint = official_checkpoint("esm1b")
@@ -298,18 +307,20 @@ def test_errors_are_one_line_exit_2(case, needle, official_checkpoint, sample_pr
                                                 ("a", sample_proteins[16])])
     out = tmp_path / "out"
     argv = {
-        "missing_fasta": [checkpoint, tmp_path / "nope.fasta", out],
-        "missing_checkpoint": [tmp_path / "nope.pt", fasta, out],
-        "layer_too_high": [checkpoint, fasta, out, "--repr-layers", 0, 4],
-        "layer_too_low": [checkpoint, fasta, out, "--repr-layers", -5],
-        "attentions_of_windowed": [checkpoint, fasta, out, "--include", "attentions"],
-        "attentions_in_shards": [checkpoint, fasta, out, "--include", "attentions", "--format", "npz-shards"],
-        "fp16_on_cpu": [checkpoint, fasta, out, "--fp16", "--device", "cpu"],
-        "duplicate_error": [checkpoint, fasta, out, "--duplicates", "error"],
-        "other_settings": [checkpoint, fasta, out, "--repr-layers", 0],
+        "missing_fasta": [checkpoint, tmp_path / "nope.fasta", "--out", out],
+        "missing_checkpoint": [tmp_path / "nope.pt", fasta, "--out", out],
+        "layer_too_high": [checkpoint, fasta, "--out", out, "--repr-layers", 0, 4],
+        "layer_too_low": [checkpoint, fasta, "--out", out, "--repr-layers", -5],
+        "attentions_of_windowed": [checkpoint, fasta, "--out", out, "--include", "attentions"],
+        "attentions_in_shards": [checkpoint, fasta, "--out", out, "--include", "attentions", "--format", "npz-shards"],
+        "fp16_on_cpu": [checkpoint, fasta, "--out", out, "--fp16", "--device", "cpu"],
+        "duplicate_error": [checkpoint, fasta, "--out", out, "--duplicates", "error"],
+        "other_settings": [checkpoint, fasta, "--out", out, "--repr-layers", 0],
+        "no_out": [checkpoint, fasta],
+        "two_outs": [checkpoint, fasta, out, "--out", out],
     }[case]
     if case == "other_settings":
-        assert extract(checkpoint, fasta, out) == 0
+        assert extract(checkpoint, fasta, "--out", out) == 0
         capsys.readouterr()
     assert extract(*argv) == 2
     errors = error_lines(capsys.readouterr().err)
@@ -320,4 +331,5 @@ def test_console_script_help():
     script = Path(sys.executable).parent / "fairseq-esm-extract"
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: fairseq-esm-extract ")
     assert "--repr-layers" in proc.stdout and "--include" in proc.stdout and "--long" in proc.stdout

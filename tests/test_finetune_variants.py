@@ -14,7 +14,7 @@ import torch
 
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
-from fairseq_esm.cli.finetune_variants import main
+from fairseq_esm.cli.finetune_variants import build_parser, main
 from fairseq_esm.evaluation.mutational_finetune import (
     FinetuneConfig,
     VariantHead,
@@ -129,9 +129,19 @@ def test_cli_one_line_errors(official_checkpoint, dms_rows, tmp_path, capsys):
     common = ["--json", str(tmp_path / "x.json"), "--markdown", str(tmp_path / "x.md")]
     assert run_main(main, [checkpoint, "--table", str(table), "--sequence", str(FASTA), *common]) == 2
     assert "10 usable variants, too few for 5 folds" in capsys.readouterr().err
-    assert run_main(main, [checkpoint, "--table", str(table), "--sequence", str(FASTA), "--score-column", "fitness",
+    assert run_main(main, [checkpoint, "--table", str(table), "--sequence", str(FASTA), "--score-col", "fitness",
                            *common]) == 2
     assert "no column 'fitness'" in capsys.readouterr().err
     assert run_main(main, [checkpoint, "--table", str(table), "--sequence", "wt.fata", *common]) == 2
     assert "no such file, and not a protein sequence" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_old_flag_spellings_still_parse(capsys):
+    args = build_parser().parse_args(["ckpt", "--table", "t.csv", "--sequence", "MKT", "--json", "j", "--markdown", "m",
+                                      "--batch-sequences", "4", "--mutant-column", "m", "--score-column", "s"])
+    assert (args.batch_size, args.mutation_col, args.score_col) == (4, "m", "s")
+    err = capsys.readouterr().err
+    for old, new in [("--batch-sequences", "--batch-size"), ("--mutant-column", "--mutation-col"),
+                     ("--score-column", "--score-col")]:
+        assert f"note: {old} is deprecated; use {new}" in err

@@ -49,7 +49,7 @@ def transformers():
 def hf_dir(official_checkpoint, transformers, tmp_path_factory) -> Path:
     """The official test model converted to a HuggingFace directory by the CLI."""
     out = tmp_path_factory.mktemp("hf") / "esm1b_hf"
-    assert run_main(main, [str(official_checkpoint("esm1b", layers=LAYERS)), str(out), "--to", "hf"]) == 0
+    assert run_main(main, [str(official_checkpoint("esm1b", layers=LAYERS)), "--out", str(out), "--to", "hf"]) == 0
     return out
 
 
@@ -140,7 +140,7 @@ def test_hf_directory_loads_as_our_model(hf_dir, transformers, sample_proteins):
 
 def test_hf_to_official_loads_in_fair_esm(hf_dir, transformers, sample_proteins, tmp_path, capsys):
     out = tmp_path / "from_hf.pt"
-    assert run_main(main, [str(hf_dir), str(out), "--to", "official"]) == 0
+    assert run_main(main, [str(hf_dir), "--out", str(out), "--to", "official"]) == 0
     assert "max |logits difference|" in capsys.readouterr().out
     theirs, _ = load_model_and_alphabet_local(out)
     tokens = real_batch(sample_proteins)
@@ -174,7 +174,7 @@ def write_hf(transformers, out: Path, **config_changes) -> Path:
 def convert_error(src: Path, tmp_path: Path, capsys, to: str = "official") -> str:
     """Run the CLI on a source it must refuse: status 2, exactly one ``error:`` line, which is returned."""
     dst = tmp_path / ("out" if to == "hf" else "out.pt")
-    assert run_main(main, [str(src), str(dst), "--to", to]) == 2
+    assert run_main(main, [str(src), "--out", str(dst), "--to", to]) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert "Traceback" not in err and len(lines) == 1, err

@@ -113,12 +113,12 @@ def test_cli_writes_avg_and_cov_features(official_checkpoint, tmp_path):
 
     checkpoint = str(official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4))
     out = tmp_path / "features"
-    assert main([checkpoint, str(A3M), "--out-dir", str(out), "--cov-k", "4", "--max-rows", "8", "--no-progress"]) == 0
+    assert main([checkpoint, str(A3M), "--out", str(out), "--cov-k", "4", "--max-rows", "8", "--no-progress"]) == 0
     avg, cov = np.load(out / "UniRef50_E9K9Y4.avg.npy"), np.load(out / "UniRef50_E9K9Y4.cov.npy")
     assert avg.shape == (98, 32) and cov.shape == (16, 98, 98) and cov.dtype == np.float16
     assert (out / "features.tsv").read_text().splitlines()[1].startswith("UniRef50_E9K9Y4\t98\t8\t")
     again = tmp_path / "again"  # reusing the PCA gives the same covariance
-    main([checkpoint, str(A3M), "--out-dir", str(again), "--cov-k", "4", "--max-rows", "8", "--no-progress",
+    main([checkpoint, str(A3M), "--out", str(again), "--cov-k", "4", "--max-rows", "8", "--no-progress",
           "--pca", str(out / "pca.npy")])
     assert np.array_equal(np.load(again / "UniRef50_E9K9Y4.cov.npy"), cov)
 
@@ -130,13 +130,23 @@ def test_cli_errors_are_one_line(official_checkpoint, tmp_path, capsys):
     checkpoint = str(official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4))
     bad = tmp_path / "bad.a3m"
     bad.write_text(">q\nACDEF\n>m\nACD\n")
-    assert run_main(main, [checkpoint, str(bad), "--out-dir", str(tmp_path)]) == 2
+    assert run_main(main, [checkpoint, str(bad), "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {bad}:3: m has 3 match columns, the query 5; lowercase "
                                                 "letters are insertions, uppercase and '-' match")
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((4, 7)))
-    assert run_main(main, [checkpoint, str(A3M), "--out-dir", str(tmp_path), "--cov-k", "4", "--pca", str(wrong)]) == 2
+    assert run_main(main, [checkpoint, str(A3M), "--out", str(tmp_path), "--cov-k", "4", "--pca", str(wrong)]) == 2
     assert "shape (4, 7), need (4, 32)" in capsys.readouterr().err
+
+
+def test_old_spellings_still_parse_with_a_note(capsys):
+    """--out-dir and --layer (the spellings before the one CLI contract) still work and say what replaced them."""
+    from fairseq_esm.cli.msa_features import build_parser
+
+    args = build_parser().parse_args(["m.pt", str(A3M), "--out-dir", "feats", "--layer", "3"])
+    assert args.out == Path("feats") and args.repr_layers == 3
+    err = capsys.readouterr().err
+    assert "--out-dir is deprecated; use --out" in err and "--layer is deprecated; use --repr-layers" in err
 
 
 def test_build_msas_finds_the_sample_homologs(tmp_path, capsys):

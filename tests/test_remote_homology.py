@@ -199,7 +199,7 @@ def test_cli_writes_table_with_baselines(official_checkpoint, slice_fasta, tmp_p
     checkpoint = official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4)
     out_json, out_md = tmp_path / "rh.json", tmp_path / "rh.md"
     argv = [str(checkpoint), "--fasta", str(slice_fasta), "--max-domains", "150", "--seed", "5", "--untrained",
-            "--composition", "--toks-per-batch", "2048", "--no-progress", "--json", str(out_json),
+            "--composition", "--max-tokens", "2048", "--no-progress", "--json", str(out_json),
             "--markdown", str(out_md)]
     assert run_main(main, argv) == 0
     printed = capsys.readouterr().out
@@ -259,6 +259,7 @@ def test_cli_adds_hmmer_row(official_checkpoint, slice_fasta, tmp_path, capsys):
     hmm = rows[-1]
     assert len(rows) == 5 and hmm["model"].startswith("phmmer (HMMER 3.") and hmm["distance"] == "bit score"
     assert f"{hmm['model']}: " in printed and " s wall, " in printed and f"| {hmm['model']} | bit score |" in printed
+    assert ", 1 thread(s), " in printed  # HMMER's --cpu stays 1 without --threads
     assert hmm["reported_pairs"] > 0 and "-Z " in hmm["command"]
     composition_sf = rows[2]["superfamily"]
     assert hmm["superfamily"]["queries"] == composition_sf["queries"] > 0  # same domains, same rules
@@ -279,8 +280,8 @@ def test_missing_hmmer_fails_before_loading_the_model(tmp_path, capsys, monkeypa
     assert "bash preprocess/install_tools.sh hmmer" in err
 
 
-def test_bad_threads_is_one_line_error(tmp_path, capsys):
+def test_bad_threads_is_one_line_error(tmp_path, capsys):  # --threads: torch threads and HMMER's --cpu
     argv = ["any.pt", "--hmm", "phmmer", "--threads", "0", "--json", str(tmp_path / "x.json"), "--markdown",
             str(tmp_path / "x.md")]
     assert run_main(main, argv) == 2
-    assert capsys.readouterr().err.strip() == "error: --threads 0: need at least 1"
+    assert capsys.readouterr().err.strip() == "error: --threads 0: give at least 1"

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from fairseq_esm.checkpoints import load_model
+from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.score import main
 from fairseq_esm.inference.scoring import log_probs, pll_queries, pseudo_log_likelihoods, true_log_probs
 from fairseq_esm.modules.batching import residue_budget
@@ -74,7 +75,7 @@ def test_pll_equals_unbatched_fair_esm_per_residue(official_checkpoint, sample_p
     proteins = [sample_proteins[i] for i in SHORT]
     out = tmp_path / "scores.tsv"
     assert main([str(checkpoint), str(write_fasta(tmp_path / "in.fasta", proteins)), "--out", str(out),
-                 "--toks-per-batch", "1000", "--device", "cpu"]) == 0
+                 "--max-tokens", "1000", "--device", "cpu"]) == 0
     rows = read_tsv(out)
     assert list(rows[0]) == ["id", "length", "pll", "pseudo_perplexity"]
     assert [r["id"] for r in rows] == [f"p{i}" for i in range(len(proteins))]
@@ -119,7 +120,7 @@ def test_ece_is_reproducible_from_the_seed(official_checkpoint, sample_proteins,
     checkpoint = official_checkpoint("esm1b")
     fasta = write_fasta(tmp_path / "in.fasta", sample_proteins[:40])
     first = ece_rows(checkpoint, fasta, tmp_path / "a.tsv", "--seed", "3")
-    again = ece_rows(checkpoint, fasta, tmp_path / "b.tsv", "--seed", "3", "--toks-per-batch", "300")
+    again = ece_rows(checkpoint, fasta, tmp_path / "b.tsv", "--seed", "3", "--max-tokens", "300")
     other = ece_rows(checkpoint, fasta, tmp_path / "c.tsv", "--seed", "4")
     assert list(first[0]) == ["id", "length", "ece", "n_masked"]
     assert [(r["ece"], r["n_masked"]) for r in first] == [(r["ece"], r["n_masked"]) for r in again]
@@ -162,7 +163,7 @@ def test_skipped_records_are_reported_and_empty_input_is_an_error(official_check
     err = capsys.readouterr().err
     assert "skipped invalid_character: 1" in err and "skipped empty: 1" in err
     fasta.write_text(">bad\nMKT;AY\n")
-    assert main([str(checkpoint), str(fasta), "--out", str(tmp_path / "none.tsv")]) == 2
+    assert run_main(main, [str(checkpoint), str(fasta), "--out", str(tmp_path / "none.tsv")]) == 2
     assert "no record survived" in capsys.readouterr().err
     assert not (tmp_path / "none.tsv").exists()
 

@@ -46,7 +46,7 @@ def labels(tmp_path_factory) -> Path:
     for tool in ("mkdssp", "mmseqs"):  # fail, not skip: make env installs both (preprocess/install_tools.sh)
         assert shutil.which(tool), f"{tool} missing: run make env"
     out = tmp_path_factory.mktemp("labels")
-    assert structure_labels.main([str(p) for p in sorted(STRUCTURES.glob("*.gz"))] + ["--out-dir", str(out)]) == 0
+    assert structure_labels.main([str(p) for p in sorted(STRUCTURES.glob("*.gz"))] + ["--out", str(out)]) == 0
     return out
 
 
@@ -55,7 +55,7 @@ def built(labels, tmp_path_factory) -> tuple[Path, str]:
     """(data dir, builder report) from the labels and the CB513 slice."""
     out, report = tmp_path_factory.mktemp("data"), io.StringIO()
     with contextlib.redirect_stdout(report):
-        assert structure_dataset.main([str(labels), "--cb513", str(CB513), "--out-dir", str(out)]) == 0
+        assert structure_dataset.main([str(labels), "--cb513", str(CB513), "--out", str(out)]) == 0
     return out, report.getvalue()
 
 
@@ -226,11 +226,11 @@ def test_labels_dir_that_disagrees_is_refused(labels, tmp_path, capsys):
     shutil.copytree(labels, broken)
     lines = (broken / "ss8.txt").read_text().splitlines()
     (broken / "ss8.txt").write_text("\n".join(lines[:-1]) + "\n")
-    assert run_main(structure_dataset.main, [str(broken), "--out-dir", str(tmp_path / "out")]) == 2
+    assert run_main(structure_dataset.main, [str(broken), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has 6 lines but" in err[0] and "7 records" in err[0]
     (broken / "ss8.txt").write_text("\n".join([lines[0][:-1]] + lines[1:]) + "\n")
-    assert run_main(structure_dataset.main, [str(broken), "--out-dir", str(tmp_path / "out")]) == 2
+    assert run_main(structure_dataset.main, [str(broken), "--out", str(tmp_path / "out")]) == 2
     assert "line 1" in capsys.readouterr().err
 
 

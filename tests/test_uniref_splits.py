@@ -64,7 +64,7 @@ def family_slice(tmp_path_factory) -> Path:
 
 def make_splits(fasta: Path, out: Path, *extra: str) -> Path:
     """Run the CLI in-process; fail the test if it fails."""
-    assert run_main(splits_cli.main, [str(fasta), "--out-dir", str(out), "--fractions", "0.1", *extra]) == 0
+    assert run_main(splits_cli.main, [str(fasta), "--out", str(out), "--fractions", "0.1", *extra]) == 0
     return out
 
 
@@ -256,7 +256,7 @@ def test_two_column_table_and_bad_tables(uniprot_slice, tmp_path, capsys):
     bad.write_text("".join(f"{rep}\t{member}\n" for rep, member in pairs[:3]) + "A\tB\tC\n")
     with pytest.raises(ClusterError, match=f"{bad}:4: expected 'cluster<TAB>member'"):
         membership_from_table(bad, ids)
-    assert run_main(splits_cli.main, [str(fasta), "--out-dir", str(tmp_path / "o"), "--ur50-clusters", str(bad)]) == 2
+    assert run_main(splits_cli.main, [str(fasta), "--out", str(tmp_path / "o"), "--ur50-clusters", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "bad.tsv:4" in err[0]
 

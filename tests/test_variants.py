@@ -52,7 +52,8 @@ def read_table(path: Path) -> list[dict[str, str]]:
 
 
 def run(checkpoint: Path, table: Path, out: Path, *extra: str) -> int:
-    return main([str(checkpoint), "--fasta", str(FASTA), "--table", str(table), "--out", str(out), *extra])
+    """Run the CLI as the console script does (errors become one line and exit status 2)."""
+    return run_main(main, [str(checkpoint), "--fasta", str(FASTA), "--table", str(table), "--out", str(out), *extra])
 
 
 class FairEsm:

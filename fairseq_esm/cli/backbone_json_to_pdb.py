@@ -1,9 +1,9 @@
 """Backbone-only structure sets (GVP's ``ts50.json``/CATH JSON: name, seq, N/CA/C/O coords) to PDB files.
 
-    python preprocess/backbone_json_to_pdb.py ../shared/data/structures/gvp_ts50.json --out-dir ts50_pdb
+    fairseq-esm-backbone-json-to-pdb ../shared/data/structures/gvp_ts50.json --out ts50_pdb
 
 One PDB per chain (chain A, SEQRES from ``seq``) with a virtual Cβ for non-glycines placed from N, CA, C with
-ideal geometry (the trRosetta constants), so ``structure_labels.py`` gives DSSP states (backbone is all DSSP
+ideal geometry (the trRosetta constants), so ``fairseq-esm-structure-labels`` gives DSSP states (backbone is all DSSP
 needs) and Cβ contact maps as for a full file. A residue with a missing (null/NaN) coordinate is left out of
 the ATOM records, so it becomes unresolved (masked), never a wrong label.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fairseq_esm.cli.common import UsageError, run_main
+from fairseq_esm.cli.common import UsageError, add_out, run_main
 
 THREE = dict(A="ALA", R="ARG", N="ASN", D="ASP", C="CYS", Q="GLN", E="GLU", G="GLY", H="HIS", I="ILE", L="LEU",
              K="LYS", M="MET", F="PHE", P="PRO", S="SER", T="THR", W="TRP", Y="TYR", V="VAL")
@@ -61,21 +61,27 @@ def read_entries(path: Path) -> list[dict]:
     return entries
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The JSON input and the ``--out`` directory."""
+    parser = argparse.ArgumentParser(prog="fairseq-esm-backbone-json-to-pdb", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("json", type=Path, help="JSON list of {name, seq, coords: [[N, CA, C, O] x L]}")
-    parser.add_argument("--out-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
+    add_out(parser, "output directory: writes <name>.pdb here", type=Path, old=("--out-dir",))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write one PDB per entry and say how many residues lack backbone atoms."""
+    args = build_parser().parse_args(argv)
     entries = read_entries(args.json)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     missing = 0
     for entry in entries:
         coords = np.array(entry["coords"], dtype=float)
         missing += int((~np.isfinite(coords).all(axis=(1, 2))).sum())
-        (args.out_dir / f"{entry['name']}.pdb").write_text(pdb_text(entry["name"], entry["seq"], coords))
-    print(f"{len(entries)} chains -> {args.out_dir}; {missing} residues without all backbone atoms left unresolved")
+        (args.out / f"{entry['name']}.pdb").write_text(pdb_text(entry["name"], entry["seq"], coords))
+    print(f"{len(entries)} chains -> {args.out}; {missing} residues without all backbone atoms left unresolved")
     return 0
-
 
 
 def cli() -> None:

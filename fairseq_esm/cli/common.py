@@ -48,9 +48,33 @@ def add_alias(parser: argparse.ArgumentParser, new: str, *old: str) -> None:
     parser.add_argument(*old, dest=inner.dest, action=_Deprecated, new=new, inner=inner)
 
 
-def add_out(parser: argparse.ArgumentParser, help: str, required: bool = True, **kwargs: Any) -> None:
-    """``--out``: where the tool writes its result (``help`` says whether a file or a directory)."""
-    parser.add_argument("--out", required=required, help=help, **kwargs)
+def add_out(parser: argparse.ArgumentParser, help: str, required: bool = True, old: Sequence[str] = (),
+            **kwargs: Any) -> None:
+    """``--out``: where the tool writes its result (``help`` says whether a file or a directory); ``old``
+    spellings stay accepted (hidden), and a required ``--out`` is satisfied by either."""
+    if not old:
+        parser.add_argument("--out", required=required, help=help, **kwargs)
+        return
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--out", help=help, **kwargs)
+    add_alias(group, "--out", *old)
+
+
+def add_positional_out(parser: argparse.ArgumentParser, dest: str) -> None:
+    """Accept an old positional spelling of ``--out`` (hidden; resolved by :func:`out_or_positional`)."""
+    parser.add_argument(dest, nargs="?", help=argparse.SUPPRESS)
+
+
+def out_or_positional(args: argparse.Namespace, dest: str, what: str = "output") -> str:
+    """``--out`` or the deprecated positional ``dest`` (with a note): exactly one of them must be given."""
+    old = getattr(args, dest)
+    if args.out is None and old is None:
+        raise UsageError(f"no {what} given — pass --out")
+    if args.out is not None and old is not None:
+        raise UsageError(f"two {what}s, --out {args.out} and {old} — give only --out")
+    if old is not None:
+        print(f"note: the positional {dest.upper()} is deprecated; use --out", file=sys.stderr)
+    return str(args.out if args.out is not None else old)
 
 
 def add_max_tokens(parser: argparse.ArgumentParser, default: int = 4096) -> None:
@@ -72,18 +96,23 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def add_model_args(parser: argparse.ArgumentParser, max_tokens: int = 4096) -> None:
-    """``checkpoint`` plus ``--device``, ``--max-tokens``, ``--threads`` and ``--allow-unsafe``."""
+def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
+    """``checkpoint`` plus ``--device``, ``--threads`` and ``--allow-unsafe``: what loading a model needs."""
     parser.add_argument(
         "checkpoint",
         help="checkpoint of fairseq-train --user-dir fairseq_esm, an official fair-esm .pt, "
         "or a HuggingFace EsmForMaskedLM directory (needs transformers)",
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    add_max_tokens(parser, max_tokens)
     add_threads(parser)
     parser.add_argument("--allow-unsafe", action="store_true",
                         help="unpickle arbitrary objects in the checkpoint (only for files you trust)")
+
+
+def add_model_args(parser: argparse.ArgumentParser, max_tokens: int = 4096) -> None:
+    """:func:`add_checkpoint_args` plus ``--max-tokens``: what running a model on proteins needs."""
+    add_checkpoint_args(parser)
+    add_max_tokens(parser, max_tokens)
 
 
 def thread_count(args: argparse.Namespace) -> int:

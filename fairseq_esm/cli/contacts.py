@@ -10,34 +10,31 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from fairseq_esm.checkpoints import load_model, pick_device
-from fairseq_esm.checkpoints.pt_files import export_official
-from fairseq_esm.cli.common import UsageError, add_model_args, run_main
-from fairseq_esm.evaluation.contact_figure import contact_figure, save_contact_png
-from fairseq_esm.inference.contacts import (
-    DEFAULT_C,
-    MIN_SEPARATION,
-    attention_features,
-    fit_pairs,
-    install_regression,
-    load_regression,
-    pair_samples,
-    predict_batch,
-    regression_is_fitted,
-    save_regression,
+from fairseq_esm.cli.common import (
+    UsageError,
+    add_model_args,
+    add_out,
+    add_positional_out,
+    apply_threads,
+    out_or_positional,
+    run_main,
 )
+from fairseq_esm.inference.choices import DEFAULT_C, MIN_SEPARATION
 from fairseq_esm.io.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
-from fairseq_esm.io.structures import ChainStructure, StructureError, load_chain, parse_spec
-from fairseq_esm.modules.batching import residue_budget
+from fairseq_esm.io.file_names import file_stems
+from fairseq_esm.io.structures import ChainStructure, load_chain, parse_spec
 from fairseq_esm.modules.contact_metrics import contact_precisions, mean_precisions
+
+if TYPE_CHECKING:
+    from fairseq_esm.modules.alphabet import Alphabet
+    from fairseq_esm.modules.esm1 import ESM1
 
 # fairseq (wav2vec2_classification) sets the root logger to DEBUG on import: keep matplotlib's font search quiet
 for _noisy in ("matplotlib", "PIL"):
@@ -51,26 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairseq-esm-contacts", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="{predict,fit,evaluate}")
     predict = commands.add_parser("predict", help="contact maps of FASTA proteins (.npy + .png)")
-    add_model_args(predict, toks_per_batch=2048)
+    add_model_args(predict, max_tokens=2048)
     predict.add_argument("fasta", help="proteins to predict (FASTA, gzip fine)")
-    predict.add_argument("outdir", help="written: <id>.npy (L x L float32), <id>.png, contacts.tsv (index)")
+    add_positional_out(predict, "outdir")
+    add_out(predict, required=False, metavar="DIR",
+            help="directory to write: <id>.npy (L x L float32), <id>.png, contacts.tsv (index)")
     predict.add_argument("--regression", help="contact regression from `fit` (default: the checkpoint's own)")
     predict.add_argument("--no-png", action="store_true", help="write only the .npy arrays")
     add_policy_args(predict)
     fit = commands.add_parser("fit", help="fit the contact regression on structures")
-    add_model_args(fit, toks_per_batch=2048)
+    add_model_args(fit, max_tokens=2048)
     fit.add_argument("structures", nargs="+", help=STRUCTURES_HELP)
-    fit.add_argument("--out", required=True, help="regression file to write (fair-esm's -contact-regression.pt layout)")
+    add_out(fit, metavar="FILE", help="regression file to write (fair-esm's -contact-regression.pt layout)")
     fit.add_argument("--C", type=float, default=DEFAULT_C, help="inverse L1 strength (default %(default)s)")
     fit.add_argument("--min-separation", type=int, default=MIN_SEPARATION,
                      help="fit on pairs at least this far apart in sequence (default %(default)s)")
     fit.add_argument("--write-checkpoint", metavar="NEW.pt",
                      help="also write the model with this regression in fair-esm's layout (+ its sibling)")
     evaluate = commands.add_parser("evaluate", help="precision at L, L/2, L/5 against structures")
-    add_model_args(evaluate, toks_per_batch=2048)
+    add_model_args(evaluate, max_tokens=2048)
     evaluate.add_argument("structures", nargs="+", help=STRUCTURES_HELP)
     evaluate.add_argument("--regression", help="contact regression from `fit` (default: the checkpoint's own)")
-    evaluate.add_argument("--out", metavar="TABLE.tsv", help="also write the printed table to this file")
+    add_out(evaluate, required=False, metavar="TABLE.tsv", help="file to also write the printed table to")
     evaluate.add_argument("--png-dir", metavar="DIR",
                           help="write <structure>.png per structure: predicted (upper) over true contacts (lower)")
     for sub in (fit, evaluate):
@@ -78,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_contact_model(args: argparse.Namespace, uses_regression: bool):
+def load_contact_model(args: argparse.Namespace, uses_regression: bool) -> tuple[ESM1, Alphabet]:
     """Model and alphabet; installs ``--regression``; warns when contacts would be uncalibrated."""
+    from fairseq_esm.checkpoints import load_model, pick_device
+    from fairseq_esm.inference.contacts import install_regression, load_regression, regression_is_fitted
+
     model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     regression = getattr(args, "regression", None)
     if regression:
@@ -97,10 +99,7 @@ def load_chains(specs: Sequence[str], default_chain: Optional[str], budget: int)
     chains = []
     for spec in specs:
         path, chain_id = parse_spec(spec)
-        try:
-            chain = load_chain(path, chain_id or default_chain)
-        except StructureError as err:
-            raise UsageError(str(err)) from err
+        chain = load_chain(path, chain_id or default_chain)
         print(chain.summary(), file=sys.stderr)
         if len(chain.sequence) > budget:
             print(f"skipped {chain.name}: {len(chain.sequence)} residues, the model takes at most {budget}",
@@ -128,6 +127,18 @@ def precision_table(chains: Sequence[ChainStructure], maps: Sequence[np.ndarray]
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    """``fit``: the regression on the structures' attention features; its training-set precision."""
+    from fairseq_esm.checkpoints.pt_files import export_official
+    from fairseq_esm.inference.contacts import (
+        attention_features,
+        fit_pairs,
+        install_regression,
+        pair_samples,
+        predict_batch,
+        save_regression,
+    )
+    from fairseq_esm.modules.batching import residue_budget
+
     model, alphabet = load_contact_model(args, uses_regression=False)
     chains = load_chains(args.structures, args.chain, residue_budget(model.max_positions(), alphabet))
     rows = [pair_samples(attention_features(model, alphabet, c.sequence), c.contacts(), c.resolved,
@@ -143,7 +154,7 @@ def run_fit(args: argparse.Namespace) -> int:
     info = regression.info
     print(f"fitted on {len(chains)} chains, {info['pairs']:,} pairs ({info['contacts']:,} contacts); "
           f"{info['nonzero_weights']} of {info['features']} head weights non-zero; wrote {args.out}")
-    maps = predict_batch(model, alphabet, [c.sequence for c in chains], args.toks_per_batch)
+    maps = predict_batch(model, alphabet, [c.sequence for c in chains], args.max_tokens)
     print("training-set precision (optimistic: fitted on these chains):")
     print("\n".join(precision_table(chains, maps)))
     if args.write_checkpoint:
@@ -153,9 +164,13 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """``evaluate``: precision table against structures, optionally figures."""
+    from fairseq_esm.inference.contacts import predict_batch
+    from fairseq_esm.modules.batching import residue_budget
+
     model, alphabet = load_contact_model(args, uses_regression=True)
     chains = load_chains(args.structures, args.chain, residue_budget(model.max_positions(), alphabet))
-    maps = predict_batch(model, alphabet, [c.sequence for c in chains], args.toks_per_batch)
+    maps = predict_batch(model, alphabet, [c.sequence for c in chains], args.max_tokens)
     lines = precision_table(chains, maps)
     print("\n".join(lines))
     if args.out:
@@ -167,24 +182,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def write_figures(chains: Sequence[ChainStructure], maps: Sequence[np.ndarray], outdir: Path) -> None:
     """One "predicted over true" PNG per chain, named after the chain (``1LCD_A.png``)."""
+    from fairseq_esm.evaluation.contact_figure import contact_figure, save_contact_png
+
     outdir.mkdir(parents=True, exist_ok=True)
     for chain, probs, stem in zip(chains, maps, file_stems([c.name for c in chains])):
         save_contact_png(contact_figure(probs, chain.contacts(), chain.resolved), outdir / f"{stem}.png", chain.name)
     print(f"wrote {len(chains)} contact-map PNGs to {outdir}", file=sys.stderr)
-
-
-def file_stems(ids: Sequence[str]) -> list[str]:
-    """File-safe, unique names for record ids (``sp|P1|X`` -> ``sp_P1_X``; repeats get ``.2``, ``.3``)."""
-    stems, seen = [], set()
-    for record_id in ids:
-        base = re.sub(r"[^A-Za-z0-9._-]", "_", record_id).lstrip(".") or "protein"
-        stem, n = base, 1
-        while stem.lower() in seen:
-            n += 1
-            stem = f"{base}.{n}"
-        seen.add(stem.lower())
-        stems.append(stem)
-    return stems
 
 
 def save_png(probs: np.ndarray, path: Path, title: str) -> None:
@@ -206,6 +209,11 @@ def save_png(probs: np.ndarray, path: Path, title: str) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    """``predict``: a contact map per FASTA protein (.npy, .png) and an index, in --out."""
+    from fairseq_esm.inference.contacts import predict_batch
+    from fairseq_esm.modules.batching import residue_budget
+
+    outdir = Path(out_or_positional(args, "outdir", "output directory"))
     model, alphabet = load_contact_model(args, uses_regression=True)
     budget = residue_budget(model.max_positions(), alphabet)
     policy = policy_from_args(args)
@@ -218,8 +226,7 @@ def run_predict(args: argparse.Namespace) -> int:
               f"context is {model.max_positions()} tokens with <cls>/<eos>", file=sys.stderr)
     if not records:
         raise UsageError(f"{args.fasta}: no protein left to predict (see the report above)")
-    maps = predict_batch(model, alphabet, [seq for _, seq in records], args.toks_per_batch)
-    outdir = Path(args.outdir)
+    maps = predict_batch(model, alphabet, [seq for _, seq in records], args.max_tokens)
     outdir.mkdir(parents=True, exist_ok=True)
     index = ["id\tfile\tlength"]
     for (record_id, sequence), stem, probs in zip(records, file_stems([rid for rid, _ in records]), maps):
@@ -233,7 +240,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the chosen subcommand."""
     args = build_parser().parse_args(argv)
+    apply_threads(args)
     commands = {"predict": run_predict, "fit": run_fit, "evaluate": run_evaluate}
     return commands[args.command](args)
 

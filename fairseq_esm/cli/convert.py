@@ -1,10 +1,11 @@
-"""``fairseq-esm-convert SRC DST --to {fairseq,official,hf}``: one model, three layouts, logits checked.
+"""``fairseq-esm-convert SRC --out DST --to {fairseq,official,hf}``: one model, three layouts, logits checked.
 
 SRC is any model this package loads: a checkpoint of ``fairseq-train --user-dir fairseq_esm``, an official
 fair-esm ``.pt`` (with its ``-contact-regression.pt`` sibling if present) or a HuggingFace ``EsmForMaskedLM``
-directory. DST is written, reloaded the way its users load it (``load_model`` for ``.pt`` files,
-transformers' ``EsmForMaskedLM.from_pretrained`` for ``hf``) and its logits compared with SRC's on three
-real proteins (padded batch, one ``<mask>``): the max abs difference is printed, exit status 1 above 1e-4.
+directory. DST (``--out``; the old positional DST still works) is written, reloaded the way its users load it
+(``load_model`` for ``.pt`` files, transformers' ``EsmForMaskedLM.from_pretrained`` for ``hf``) and its logits
+compared with SRC's on three real proteins (padded batch, one ``<mask>``): the max abs difference is printed,
+exit status 1 above 1e-4.
 """
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-import torch
+from fairseq_esm.cli.common import (
+    UsageError,
+    add_out,
+    add_positional_out,
+    add_threads,
+    apply_threads,
+    out_or_positional,
+    run_main,
+)
 
-from fairseq_esm.checkpoints import is_hf_directory, load_model
-from fairseq_esm.checkpoints.pt_files import export_official
-from fairseq_esm.cli.common import UsageError, run_main
-from fairseq_esm.models.fairseq_checkpoint import save_fairseq_checkpoint
-from fairseq_esm.modules.alphabet import Alphabet
-from fairseq_esm.modules.batching import pad_tokens, residue_budget
-from fairseq_esm.modules.esm1 import ESM1
+if TYPE_CHECKING:
+    import torch
+
+    from fairseq_esm.modules.alphabet import Alphabet
+    from fairseq_esm.modules.esm1 import ESM1
 
 TOLERANCE = 1e-4
 #: Swiss-Prot entries of the shipped sample (examples/data/uniprot_sample.fasta.gz; UniProt, CC BY 4.0)
@@ -35,14 +42,17 @@ CHECK_PROTEINS = {
 }
 #: position (after <cls>) that gets <mask> in the first protein, so token dropout is part of the check
 MASKED_POSITION = 5
-Logits = Callable[[torch.Tensor], torch.Tensor]
+Logits = Callable[["torch.Tensor"], "torch.Tensor"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """SRC, --out DST, the layout to write and what fairseq's layout stores."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-convert", description=__doc__.splitlines()[0])
     parser.add_argument("src", help="checkpoint of fairseq-train --user-dir fairseq_esm, official fair-esm .pt, "
                         "or HuggingFace EsmForMaskedLM directory")
-    parser.add_argument("dst", help="output: a .pt file for fairseq / official, a directory for hf")
+    add_positional_out(parser, "dst")
+    add_out(parser, required=False, metavar="DST",
+            help="where to write: a .pt file for --to fairseq / official, a directory for --to hf")
     parser.add_argument("--to", required=True, choices=("fairseq", "official", "hf"),
                         help="fairseq: checkpoint for fairseq-validate / --finetune-from-model; official: fair-esm "
                         ".pt + -contact-regression.pt; hf: EsmForMaskedLM directory with tokenizer (ESM-1b only)")
@@ -50,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: unset; fairseq-validate DATA supplies it)")
     parser.add_argument("--allow-unsafe", action="store_true",
                         help="unpickle arbitrary objects in SRC (only for files you trust)")
+    add_threads(parser)
     return parser
 
 
@@ -65,6 +76,8 @@ def check_destination(src: Path, dst: Path, kind: str) -> None:
 
 def check_batch(alphabet: Alphabet, max_positions: int) -> torch.Tensor:
     """CHECK_PROTEINS cropped to the model's context, padded (B, T), one ``<mask>`` in the first row."""
+    from fairseq_esm.modules.batching import pad_tokens, residue_budget
+
     budget = residue_budget(max_positions, alphabet)
     tokens = pad_tokens([alphabet.tokenize(seq[:budget]) for seq in CHECK_PROTEINS.values()], alphabet.padding_idx)
     tokens[0, 1 + min(MASKED_POSITION, budget - 1)] = alphabet.mask_idx
@@ -80,10 +93,14 @@ def write(model: ESM1, dst: Path, kind: str, data: Optional[str]) -> list[Path]:
 
         return [save_hf_model(model, dst)]
     if kind == "official":
+        from fairseq_esm.checkpoints.pt_files import export_official
+
         try:
             return list(export_official(model, dst))
         except ValueError as err:  # fair-esm reads the file name: refused names
             raise UsageError(str(err)) from err
+    from fairseq_esm.models.fairseq_checkpoint import save_fairseq_checkpoint
+
     return [save_fairseq_checkpoint(model, dst, data)]
 
 
@@ -94,21 +111,29 @@ def reloaded_logits(dst: Path, kind: str, pad: int) -> Logits:
 
         hf_model = import_transformers().EsmForMaskedLM.from_pretrained(str(dst)).eval()
         return lambda tokens: hf_model(input_ids=tokens, attention_mask=tokens.ne(pad).long()).logits
+    from fairseq_esm.checkpoints import load_model
+
     model = load_model(dst)[0]
     return lambda tokens: model(tokens)["logits"]
 
 
-@torch.no_grad()
 def max_difference(model: ESM1, other: Logits, tokens: torch.Tensor, pad: int) -> float:
     """Max abs logits difference over the non-padding positions of ``tokens``."""
+    import torch
+
     keep = tokens.ne(pad)  # (B, T)
-    return (model(tokens)["logits"] - other(tokens))[keep].abs().max().item()
+    with torch.no_grad():
+        return (model(tokens)["logits"] - other(tokens))[keep].abs().max().item()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Write DST, reload it as its users do and compare its logits with SRC's (exit 1 if they differ)."""
     args = build_parser().parse_args(argv)
-    src, dst = Path(args.src), Path(args.dst)
+    apply_threads(args)
+    src, dst = Path(args.src), Path(out_or_positional(args, "dst", "destination"))
     check_destination(src, dst, args.to)
+    from fairseq_esm.checkpoints import is_hf_directory, load_model
+
     if args.to == "hf" or is_hf_directory(src):
         from fairseq_esm.checkpoints.huggingface import import_transformers
 

@@ -1,11 +1,11 @@
 """FASTA → one protein per line, residues space-separated (``M K T A ...``), for fairseq-preprocess.
 
-    python preprocess/fasta_to_text.py train.fasta.gz train.txt
+    fairseq-esm-fasta-to-text train.fasta.gz --out train.txt
     fairseq-preprocess --only-source --srcdict fairseq_esm/dicts/esm1b.txt \\
         --trainpref train.txt --destdir data-bin --dataset-impl mmap --workers 4
 
-Also writes the ids, one per line in the same order, next to TEXT (train.txt -> train.ids), and
-prints the residue-policy report (the table in fairseq_esm/data/fasta.py). binarize_fasta.py
+Also writes the ids, one per line in the same order, next to OUT (train.txt -> train.ids), and
+prints the residue-policy report (the table in fairseq_esm/io/fasta.py). fairseq-esm-binarize
 writes the same .bin/.idx directly.
 """
 
@@ -19,8 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fairseq_esm.cli.common import run_main
-from fairseq_esm.io.fasta import CleanChunk, FastaReport, add_policy_args, clean_fasta, policy_from_args
+from fairseq_esm.cli.common import add_out, add_positional_out, out_or_positional, run_main
+from fairseq_esm.io.fasta import (
+    CleanChunk,
+    FastaFormatError,
+    FastaReport,
+    add_policy_args,
+    clean_fasta,
+    policy_from_args,
+)
 
 
 def as_text(part: CleanChunk) -> bytes:
@@ -50,26 +57,31 @@ def write_text(fasta: str, text: Path, ids: Path, args: argparse.Namespace) -> F
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write TEXT and its ids sidecar, print the report."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The FASTA input, ``--out`` for the text, the worker count and the residue policy."""
+    parser = argparse.ArgumentParser(prog="fairseq-esm-fasta-to-text", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("fasta", help="FASTA input, plain or gzip")
-    parser.add_argument("text", help="output text file, one protein per line")
-    parser.add_argument("--ids", help="ids sidecar (default: TEXT with suffix .ids)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    add_positional_out(parser, "text")
+    add_out(parser, "output text file, one protein per line", required=False)
+    parser.add_argument("--ids", help="ids sidecar (default: OUT with suffix .ids)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (output identical for any number)")
     parser.add_argument("--report-json", help="also write the report to this JSON file")
     add_policy_args(parser)
-    args = parser.parse_args(argv)
-    text = Path(args.text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write OUT and its ids sidecar, print the report."""
+    args = build_parser().parse_args(argv)
+    text = Path(out_or_positional(args, "text", "output text file"))
     report = write_text(args.fasta, text, Path(args.ids) if args.ids else text.with_suffix(".ids"), args)
     print(report.format(), flush=True)
     if args.report_json:
         Path(args.report_json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if report.records_written == 0:
-        print(f"error: {args.fasta}: no record survived the residue policy — see the report above", file=sys.stderr)
-        return 2
+        raise FastaFormatError(args.fasta, None, "no record survived the residue policy", "see the report above")
     return 0
-
 
 
 def cli() -> None:

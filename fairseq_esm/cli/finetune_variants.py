@@ -1,4 +1,4 @@
-"""``python -m fairseq_esm.cli.finetune_variants CHECKPOINT --table DMS.csv --sequence WT.fasta``: fine-tune
+"""``fairseq-esm-finetune-variants CHECKPOINT --table DMS.csv --sequence WT.fasta``: fine-tune
 the model to predict one protein's measured mutational effects (the paper's Figure 7) in k-fold
 cross-validation, next to the zero-shot masked-marginal score on the same folds.
 
@@ -17,46 +17,45 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-from fairseq_esm.checkpoints import load_model, pick_device
-from fairseq_esm.cli.common import UsageError, add_model_args, run_main
-from fairseq_esm.cli.variants import load_wild_type, measured, need_column, read_table
-from fairseq_esm.evaluation.mutational_finetune import FinetuneConfig, FoldResult, cross_validate, mean_std, subsample
-from fairseq_esm.inference.mutations import check_rows
-from fairseq_esm.modules.batching import residue_budget
+from fairseq_esm.cli.common import UsageError, add_alias, add_model_args, add_progress, apply_threads, run_main
+from fairseq_esm.cli.variants import add_table_args, load_wild_type, measured, need_column, read_table
+
+if TYPE_CHECKING:
+    from fairseq_esm.evaluation.mutational_finetune import FoldResult
+    from fairseq_esm.inference.mutations import RowCheck
 
 DESCRIPTION = "Fine-tune on a deep mutational scan in k-fold cross-validation; zero-shot score as baseline."
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """The command line: model, table and its columns, wild type, folds and optimisation, outputs."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-finetune-variants", description=DESCRIPTION)
     add_model_args(parser)
-    parser.add_argument("--table", required=True, help="mutation table: CSV or TSV (ProteinGym format works)")
     parser.add_argument("--sequence", required=True, help="FASTA file holding the wild type, or the sequence itself")
-    parser.add_argument("--wt-id", help="id of the wild-type record when the FASTA holds several")
-    parser.add_argument("--mutant-column", default="mutant", help="column of mutation codes (default %(default)s)")
-    parser.add_argument("--score-column", default="DMS_score", help="measured scores (default %(default)s)")
-    parser.add_argument("--offset", type=int, default=1, help="number of the sequence's first residue (default 1)")
+    add_table_args(parser, "DMS_score", "column of measured scores (default %(default)s)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5: 80/20)")
     parser.add_argument("--epochs", type=int, default=3, help="passes over each training part (default 3)")
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default %(default)s)")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default %(default)s)")
-    parser.add_argument("--batch-sequences", type=int, default=8,
-                        help="masked wild-type copies per step; each carries every variant at its positions")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="masked wild-type copies per step; each carries every variant at its positions "
+                        "(default %(default)s)")
+    add_alias(parser, "--batch-size", "--batch-sequences")
     parser.add_argument("--train-layers", type=int, help="train only the last N layers and the LM head (default: all)")
     parser.add_argument("--max-variants", type=int, help="use a seeded subsample of at most N variants")
     parser.add_argument("--seed", type=int, default=1, help="folds, subsample and batch order (default 1)")
     parser.add_argument("--json", required=True, help="results as JSON")
     parser.add_argument("--markdown", required=True, help="results as a markdown table")
-    return parser.parse_args(argv)
+    add_progress(parser)
+    return parser
 
 
 def check_settings(args: argparse.Namespace, num_layers: int) -> None:
     """One-line errors for settings that cannot run."""
     positive = {"--folds": args.folds - 1, "--epochs": args.epochs, "--lr": args.lr,
-                "--batch-sequences": args.batch_sequences, "--max-variants": args.max_variants or 1}
+                "--batch-size": args.batch_size, "--max-variants": args.max_variants or 1}
     bad = [flag for flag, value in positive.items() if value <= 0]
     if bad:
         raise UsageError(f"{', '.join(bad)}: must be positive (--folds at least 2)")
@@ -74,10 +73,13 @@ def wild_type_of(args: argparse.Namespace) -> str:
         raise UsageError(f"--sequence {args.sequence[:40]!r}: no such file, and not a protein sequence ({err})")
 
 
-def usable_rows(args: argparse.Namespace, rows: list[dict[str, str]], checks: list) -> tuple[list[int], dict]:
+def usable_rows(args: argparse.Namespace, rows: list[dict[str, str]], checks: list[RowCheck]
+                ) -> tuple[list[int], dict]:
     """Indices of the rows that enter the folds, and the counts of every row that does not."""
+    from fairseq_esm.evaluation.mutational_finetune import subsample
+
     ok = [i for i, c in enumerate(checks) if c.status == "ok"]
-    numeric = [i for i in ok if not math.isnan(measured(rows[i][args.score_column]))]
+    numeric = [i for i in ok if not math.isnan(measured(rows[i][args.score_col]))]
     kept = [numeric[i] for i in subsample(len(numeric), args.max_variants, args.seed)]
     counts = {"rows": len(rows), "used": len(kept)}
     for status in sorted({c.status for c in checks} - {"ok"}):
@@ -110,26 +112,33 @@ def clean(value):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Check the table, cross-validate fine-tuning against the zero-shot score, write JSON and markdown."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    apply_threads(args)
     started = time.time()
     columns, rows, _ = read_table(args.table)
-    need_column(columns, args.mutant_column, "--mutant-column", args.table)
-    need_column(columns, args.score_column, "--score-column", args.table)
+    need_column(columns, args.mutation_col, "--mutation-col", args.table)
+    need_column(columns, args.score_col, "--score-col", args.table)
     wild_type = wild_type_of(args)
+    from fairseq_esm.checkpoints import load_model, pick_device
+    from fairseq_esm.evaluation.mutational_finetune import FinetuneConfig, cross_validate, mean_std
+    from fairseq_esm.inference.mutations import check_rows
+    from fairseq_esm.modules.batching import residue_budget
+
     model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     check_settings(args, model.num_layers)
     budget = residue_budget(model.max_positions(), alphabet)
-    checks, report = check_rows([row[args.mutant_column] or "" for row in rows], wild_type, args.offset, budget)
+    checks, report = check_rows([row[args.mutation_col] or "" for row in rows], wild_type, args.offset, budget)
     print(report.format(), file=sys.stderr)
     kept, counts = usable_rows(args, rows, checks)
     print("cross-validation rows: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()), file=sys.stderr)
     if len(kept) < 3 * args.folds:
         raise UsageError(f"{args.table}: {len(kept)} usable variants, too few for {args.folds} folds "
                          f"(need at least {3 * args.folds}) — see the counts above")
-    cfg = FinetuneConfig(args.folds, args.epochs, args.lr, args.weight_decay, args.batch_sequences,
-                         args.train_layers, args.seed, args.toks_per_batch)
+    cfg = FinetuneConfig(args.folds, args.epochs, args.lr, args.weight_decay, args.batch_size,
+                         args.train_layers, args.seed, args.max_tokens)
     results = cross_validate(model, alphabet, wild_type, [checks[i].variant for i in kept],
-                             [measured(rows[i][args.score_column]) for i in kept], cfg)
+                             [measured(rows[i][args.score_col]) for i in kept], cfg,
+                             progress=not args.no_progress)
     summary = {key: dict(zip(("mean", "std"), mean_std([getattr(r, key) for r in results])))
                for key in ("zero_shot_rho", "finetuned_rho")}
     table = markdown(results, summary)
@@ -137,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for path in (args.markdown, args.json):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(args.markdown).write_text(table)
-    output = {"checkpoint": args.checkpoint, "table": args.table, "score_column": args.score_column,
+    output = {"checkpoint": args.checkpoint, "table": args.table, "score_column": args.score_col,
               "settings": asdict(cfg), "counts": counts, "folds": [asdict(r) for r in results],
               "summary": summary, "seconds": round(time.time() - started, 1)}
     Path(args.json).write_text(json.dumps(clean(output), indent=2) + "\n")

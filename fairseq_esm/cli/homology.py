@@ -14,37 +14,25 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from fairseq_esm.checkpoints import load_model, pick_device, untrained_like
-from fairseq_esm.cli.common import UsageError, add_model_args, run_main
-from fairseq_esm.evaluation.remote_homology import (
-    DISTANCES,
-    LEVELS,
-    ScopFormatError,
-    ScopSet,
-    composition,
-    evaluate,
-    evaluate_similarity,
-    hierarchy_codes,
-    load_scope_set,
-    pair_counts,
-    pair_labels,
-)
-from fairseq_esm.inference.extract import ExtractSpec, ExtractStats, extract_representations, resolve_layers
-from fairseq_esm.io.hmmer_search import TOOLS, HmmerError, HmmerResult, all_vs_all, hmmer_program
-from fairseq_esm.modules.alphabet import Alphabet
-from fairseq_esm.modules.esm1 import ESM1
+from fairseq_esm.cli.common import UsageError, add_model_args, add_progress, apply_threads, run_main
+from fairseq_esm.io.hmmer_search import TOOLS, HmmerResult, all_vs_all, hmmer_program
+
+if TYPE_CHECKING:
+    from fairseq_esm.evaluation.remote_homology import ScopSet
+    from fairseq_esm.modules.alphabet import Alphabet
+    from fairseq_esm.modules.esm1 import ESM1
 
 #: the shipped SCOPe 2.07 ASTRAL 40% domains (examples/data/scope), relative to the repository root
 SCOPE_FASTA = "examples/data/scope/astral-scopedom-seqres-gd-sel-gs-bib-40-2.07.fa.gz"
 COLUMNS = ("model", "distance", "fold Hit-10", "fold AUC", "SF Hit-10", "SF AUC", "queries (fold / SF)")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The checkpoint, the SCOPe set, the baselines and the outputs."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-homology", description=__doc__.splitlines()[0])
     add_model_args(parser)
     parser.add_argument("--fasta", default=SCOPE_FASTA, help="ASTRAL SCOPe FASTA, sccs as the header's 2nd token")
@@ -55,26 +43,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--untrained", action="store_true", help="add a random-init model of the same shape")
     parser.add_argument("--composition", action="store_true", help="add the amino-acid composition baseline")
     parser.add_argument("--hmm", action="append", default=[], choices=TOOLS,
-                        help="add an all-vs-all HMMER search row (repeatable; jackhmmer runs 3 rounds)")
-    parser.add_argument("--threads", type=int, default=1, help="--cpu of the HMMER runs (default %(default)s)")
+                        help="add an all-vs-all HMMER search row (repeatable; jackhmmer runs 3 rounds; "
+                        "HMMER's --cpu is --threads, default 1)")
     parser.add_argument("--label", help="name of the checkpoint's rows (default: its file name)")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    add_progress(parser)
     parser.add_argument("--json", type=Path, required=True, help="write settings, counts and rows here")
     parser.add_argument("--markdown", type=Path, required=True, help="write the table here")
-    args = parser.parse_args(argv)
-    args.hmm = list(dict.fromkeys(args.hmm))  # each search once
-    if args.threads < 1:
-        raise UsageError(f"--threads {args.threads}: need at least 1")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Each search once; enough domains to rank."""
+    args.hmm = list(dict.fromkeys(args.hmm))
     if args.max_domains is not None and args.max_domains < 2:
         raise UsageError(f"--max-domains {args.max_domains}: need at least 2 domains to rank")
-    return args
 
 
-def mean_embeddings(model: ESM1, alphabet: Alphabet, sequences: list[str], toks_per_batch: int,
+def mean_embeddings(model: ESM1, alphabet: Alphabet, sequences: list[str], max_tokens: int,
                     desc: str, progress: bool = True) -> np.ndarray:
     """(n, C) mean of the final layer over each protein's residues, in input order."""
+    from tqdm import tqdm
+
+    from fairseq_esm.inference.extract import ExtractSpec, ExtractStats, extract_representations, resolve_layers
+
     last = resolve_layers([-1], model.num_layers)[0]
-    spec = ExtractSpec(layers=(last,), toks_per_batch=toks_per_batch)
+    spec = ExtractSpec(layers=(last,), toks_per_batch=max_tokens)
     records = [(str(i), seq) for i, seq in enumerate(sequences)]
     out = np.zeros((len(sequences), model.cfg.encoder_embed_dim), np.float32)
     stats = ExtractStats()
@@ -86,6 +79,8 @@ def mean_embeddings(model: ESM1, alphabet: Alphabet, sequences: list[str], toks_
 
 def rows_for(label: str, embeddings: np.ndarray, sccs: list[str]) -> list[dict]:
     """One table row per distance: both levels' Hit-10, AUC and query counts."""
+    from fairseq_esm.evaluation.remote_homology import DISTANCES, evaluate
+
     rows = []
     for distance in DISTANCES:
         started = time.perf_counter()
@@ -97,6 +92,8 @@ def rows_for(label: str, embeddings: np.ndarray, sccs: list[str]) -> list[dict]:
 
 def reported_positives(similarity: np.ndarray, sccs: list[str]) -> dict[str, str]:
     """Per level: positive pairs with a reported score, of all positive pairs (how much the search sees)."""
+    from fairseq_esm.evaluation.remote_homology import LEVELS, hierarchy_codes, pair_labels
+
     codes, queries = hierarchy_codes(sccs), np.arange(len(sccs))
     counts = {}
     for level in LEVELS:
@@ -108,6 +105,8 @@ def reported_positives(similarity: np.ndarray, sccs: list[str]) -> dict[str, str
 def hmm_rows(tools: list[str], sequences: list[str], sccs: list[str], threads: int, seed: int,
              progress: bool) -> list[dict]:
     """One row per HMMER search: all-vs-all bit scores scored with the same Hit-10/AUC code."""
+    from fairseq_esm.evaluation.remote_homology import evaluate_similarity
+
     rows = []
     for tool in tools:
         search: HmmerResult = all_vs_all(sequences, tool, threads, progress=progress)
@@ -137,6 +136,8 @@ def markdown(rows: list[dict]) -> str:
 
 def describe(data: ScopSet) -> str:
     """One paragraph on the evaluated set: FASTA report, exclusions, subsampling, pair counts."""
+    from fairseq_esm.evaluation.remote_homology import pair_counts
+
     counts, pairs = data.to_dict(), pair_counts([d.sccs for d in data.domains])
     return (f"{data.fasta.format()}\n"
             f"excluded related folds (Rossmann-like, beta-propellers): {data.excluded_fold_domains:,} domains; "
@@ -155,35 +156,33 @@ def require_faiss() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    """Embed the SCOPe domains with each model, rank them, print and write the table."""
+    args = build_parser().parse_args(argv)
+    apply_threads(args)
+    hmmer_threads = args.threads or 1  # HMMER's --cpu keeps its default of 1 unless --threads is given
+    check_args(args)
     require_faiss()
-    try:
-        for tool in args.hmm:
-            hmmer_program(tool)  # before any embedding is computed
-    except HmmerError as err:
-        raise UsageError(str(err)) from None
+    for tool in args.hmm:
+        hmmer_program(tool)  # before any embedding is computed
+    from fairseq_esm.checkpoints import load_model, pick_device, untrained_like
+    from fairseq_esm.evaluation.remote_homology import LEVELS, composition, load_scope_set, pair_counts
+
     model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
-    try:
-        data = load_scope_set(args.fasta, args.max_length, args.max_domains, args.seed)
-    except ScopFormatError as err:
-        raise UsageError(str(err)) from None
+    data = load_scope_set(args.fasta, args.max_length, args.max_domains, args.seed)
     if len(data.domains) < 2:
         raise UsageError(f"{args.fasta}: {len(data.domains)} domain(s) left to evaluate; need at least 2")
     print(describe(data))
     sccs, sequences = [d.sccs for d in data.domains], [d.sequence for d in data.domains]
     label = args.label or Path(args.checkpoint).name
     progress = not args.no_progress
-    rows = rows_for(label, mean_embeddings(model, alphabet, sequences, args.toks_per_batch, label, progress), sccs)
+    rows = rows_for(label, mean_embeddings(model, alphabet, sequences, args.max_tokens, label, progress), sccs)
     if args.untrained:
         untrained = untrained_like(model, alphabet, args.seed)
-        embeddings = mean_embeddings(untrained, alphabet, sequences, args.toks_per_batch, "untrained", progress)
+        embeddings = mean_embeddings(untrained, alphabet, sequences, args.max_tokens, "untrained", progress)
         rows += rows_for(f"untrained (same shape, seed {args.seed})", embeddings, sccs)
     if args.composition:
         rows += rows_for("amino-acid composition (25-dim)", composition(sequences), sccs)
-    try:
-        rows += hmm_rows(args.hmm, sequences, sccs, args.threads, args.seed, progress)
-    except HmmerError as err:
-        raise UsageError(str(err)) from None
+    rows += hmm_rows(args.hmm, sequences, sccs, hmmer_threads, args.seed, progress)
     table = markdown(rows)
     print(table, end="")
     args.markdown.write_text(table)

@@ -14,10 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
-from fairseq_esm.cli.common import UsageError, run_main
-from fairseq_esm.tasks.heldout import build_untrained, load_checkpoint, score_split
+from fairseq_esm.cli.common import UsageError, add_max_tokens, add_progress, add_threads, apply_threads, run_main
 
 logger = logging.getLogger(__name__)
 COLUMNS = ("model", "scored on", "parameters", "targets", "ECE", "paper ECE")
@@ -31,7 +28,8 @@ def labelled(text: str) -> tuple[str, str]:
     return label, value
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The data-bin, the rows to score and the outputs."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-lm-table", description=__doc__.splitlines()[0])
     parser.add_argument("data", help="data-bin directory holding the held-out split (and train, for --unigram)")
     parser.add_argument("--subset", default="heldout", help="split every model is scored on")
@@ -42,16 +40,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--paper", type=labelled, action="append", default=[], metavar="LABEL=ECE")
     parser.add_argument("--seed", type=int, default=1, help="mask seed shared by every masked model")
     parser.add_argument("--max-positions", type=int, default=1024, help="for --untrained and --unigram")
-    parser.add_argument("--max-tokens", type=int, default=8192)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    add_max_tokens(parser, 8192)
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_threads(parser)
+    add_progress(parser)
     parser.add_argument("--markdown", type=Path, help="write the table here")
     parser.add_argument("--json", type=Path, help="write the rows here")
-    return parser.parse_args(argv)
+    return parser
 
 
 def model_row(label: str, model, task, criterion, args: argparse.Namespace) -> dict:
     """Score one model on the subset and describe it as a table row."""
-    result = score_split(model, task, criterion, args.subset, args.max_tokens, device=args.device)
+    from fairseq_esm.tasks.heldout import score_split
+
+    result = score_split(model, task, criterion, args.subset, args.max_tokens, progress=not args.no_progress,
+                         device=args.device)
     scored = "masked targets" if "Masked" in result.criterion else "every residue"
     logger.info(f"{label}: ECE {result.ece:.3f} over {result.targets:,} {scored}")
     return {"model": label, "scored on": scored, "parameters": result.parameters, "targets": result.targets,
@@ -60,11 +63,11 @@ def model_row(label: str, model, task, criterion, args: argparse.Namespace) -> d
 
 def unigram_row(args: argparse.Namespace) -> dict:
     """The amino-acid composition baseline on the same masked targets as the ESM rows."""
-    from fairseq_esm.cli.unigram_ece import parse_args as unigram_args
+    from fairseq_esm.cli.unigram_ece import build_parser as unigram_parser
     from fairseq_esm.cli.unigram_ece import unigram_report
 
-    report = unigram_report(unigram_args([args.data, "--valid-split", args.subset, "--seed", str(args.seed),
-                                          "--max-positions", str(args.max_positions)]))
+    report = unigram_report(unigram_parser().parse_args([args.data, "--valid-split", args.subset, "--seed",
+                                                         str(args.seed), "--max-positions", str(args.max_positions)]))
     return {"model": "unigram (amino-acid frequencies)", "scored on": "masked targets", "parameters": 25,
             "targets": report["n_targets"], "ECE": report["unigram_ece"]}
 
@@ -103,9 +106,15 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """Score every requested row, print the table, write the outputs."""
+    args = build_parser().parse_args(argv)
+    apply_threads(args)
     if not (args.model or args.untrained or args.unigram or args.ngram_json):
         raise UsageError("nothing to score: give --model, --untrained, --unigram or --ngram-json")
+    from fairseq_esm.checkpoints import pick_device
+    from fairseq_esm.tasks.heldout import build_untrained, load_checkpoint
+
+    args.device = str(pick_device(args.device))
     rows = [row for path in args.ngram_json for row in ngram_rows(path)]
     rows += [unigram_row(args)] if args.unigram else []
     for label, arch in args.untrained:

@@ -1,6 +1,6 @@
 """UniRef-style pretraining sets with the paper's cluster-level hold-out, written as FASTA and fairseq data-bins.
 
-    python preprocess/make_uniref_splits.py proteins.fasta.gz --out-dir uniref --workers 4 \\
+    fairseq-esm-make-uniref-splits proteins.fasta.gz --out uniref --threads 4 \\
         [--ur50-clusters uniref50.tsv] [--ur100-clusters uniref100.tsv] [--fractions 0.01,0.1]
 
 Rives et al. (Section 3, Appendix "Datasets"): a random 10% of the 50%-identity clusters is held out
@@ -15,11 +15,11 @@ validation set, used to tune baselines. Training sets, from the remaining cluste
     ur50s_1pct/, ur50s_10pct/, ...   nested random fractions of UR50/S (scaling rows)
 
 Each holds train.fasta and data-bin/ (train, valid, heldout splits; valid and heldout are the same
-files everywhere). Clusters come from UniRef / MMseqs2 tables if given (fairseq_esm/data/clusters.py),
+files everywhere). Clusters come from UniRef / MMseqs2 tables if given (fairseq_esm/io/clusters.py),
 else from MMseqs2 run here (50%: --min-seq-id 0.5 -c 0.8; 100%: --min-seq-id 1.0 -c 1.0). A training
 record whose 100% cluster or exact sequence also occurs in a held-out or validation cluster is removed
-too (counted as removed_near_eval), so no evaluation sequence is trained on. OUT_DIR/splits.json has
-every count, OUT_DIR/clusters.tsv every record's clusters and fate (heldout_cluster, valid_cluster,
+too (counted as removed_near_eval), so no evaluation sequence is trained on. OUT/splits.json has
+every count, OUT/clusters.tsv every record's clusters and fate (heldout_cluster, valid_cluster,
 removed_near_eval, train); the same input and seed give the same files.
 """
 
@@ -36,22 +36,21 @@ from pathlib import Path
 
 import numpy as np
 
-from fairseq_esm.cli.common import UsageError, run_main
-from fairseq_esm.data.binarize import binarize_fasta, load_dictionary
-from fairseq_esm.io.clusters import ClusterError, Membership, membership_from_table, run_mmseqs
+from fairseq_esm.cli.common import UsageError, add_alias, add_out, run_main, thread_count
+from fairseq_esm.io.clusters import Membership, membership_from_table, run_mmseqs
 from fairseq_esm.io.fasta import FastaReport, ResiduePolicy, add_policy_args, policy_from_args, read_fasta
-from fairseq_esm.modules.alphabet import DICT_DIR
 
 EVAL_SPLITS = ("valid", "heldout")
-#: what happened to each record, in OUT_DIR/clusters.tsv
+#: what happened to each record, in OUT/clusters.tsv
 ASSIGNMENTS = ("heldout_cluster", "valid_cluster", "removed_near_eval", "train")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """The command line of the module doc."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="fairseq-esm-make-uniref-splits", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("fasta", help="FASTA input, plain or gzip")
-    parser.add_argument("--out-dir", required=True, help="output directory")
+    add_out(parser, "output directory: the sets, splits.json and clusters.tsv", old=("--out-dir",))
     parser.add_argument("--ur50-clusters", help="50%% membership: UniProt UniRef50 TSV, MMseqs2 or cluster<TAB>member")
     parser.add_argument("--ur100-clusters", help="100%% membership, same layouts (default: MMseqs2 at 100%%)")
     parser.add_argument("--heldout-fraction", type=float, default=0.1, help="fraction of 50%% clusters held out")
@@ -59,16 +58,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fractions", default="0.01,0.1", help="UR50/S fractions to write ('' for none)")
     parser.add_argument("--max-heldout-length", type=int, default=1024, help="longest held-out protein (residues)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--workers", type=int, default=1, help="processes for reading/binarizing; MMseqs2 threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="MMseqs2 threads and processes reading/binarizing FASTA (default %(default)s)")
+    add_alias(parser, "--threads", "--workers")
     parser.add_argument("--mmseqs-mode", choices=["linclust", "cluster"], default="linclust",
                         help="MMseqs2 workflow when clustering here: easy-linclust (default) or easy-cluster")
     add_policy_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad fractions, thread counts and missing cluster tables before reading a large FASTA."""
     args.fractions = parse_fractions(args.fractions)
+    thread_count(args)
     for table in (args.ur50_clusters, args.ur100_clusters):
-        if table and not os.path.isfile(table):  # before reading a large FASTA
+        if table and not os.path.isfile(table):
             raise FileNotFoundError(errno.ENOENT, "no such file", table)
-    return args
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -94,7 +99,7 @@ def cluster_level(name: str, table: str | None, identity: float, coverage: float
     if table:
         membership = membership_from_table(table, ids, seqs)
     else:
-        membership = run_mmseqs(seqs, identity, coverage, args.mmseqs_mode, args.workers)
+        membership = run_mmseqs(seqs, identity, coverage, args.mmseqs_mode, args.threads)
     progress(f"{name}: {membership.report.format()} ({time.time() - start:.1f} s)")
     return membership
 
@@ -185,6 +190,9 @@ def set_counts(records: np.ndarray, ur50: Membership, ur100: Membership, lengths
 
 def binarize(fasta: Path, prefix: Path, policy: ResiduePolicy, workers: int) -> None:
     """One split into ``prefix.{bin,idx,ids}``; every record written must come out (the policy is idempotent)."""
+    from fairseq_esm.data.binarize import binarize_fasta, load_dictionary
+    from fairseq_esm.modules.alphabet import DICT_DIR
+
     expected = sum(1 for line in fasta.open() if line.startswith(">"))
     report = binarize_fasta(fasta, prefix, load_dictionary(DICT_DIR / "esm1b.txt"), policy, workers)
     if report.records_written != expected:
@@ -204,6 +212,8 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 def write_data_bins(out: Path, names: list[str], clusters: np.ndarray, policy: ResiduePolicy, workers: int) -> None:
     """``OUT/<name>/data-bin`` for every training set; valid and heldout binarized once and linked."""
+    from fairseq_esm.modules.alphabet import DICT_DIR
+
     eval_bin = out / "eval-bin"
     eval_bin.mkdir(parents=True, exist_ok=True)
     for split in EVAL_SPLITS:
@@ -225,7 +235,7 @@ def write_data_bins(out: Path, names: list[str], clusters: np.ndarray, policy: R
 def read_input(args: argparse.Namespace, policy: ResiduePolicy) -> tuple[list[str], list[str], FastaReport]:
     """Ids and cleaned sequences of every record the residue policy keeps, and its report."""
     report = FastaReport()
-    records = list(read_fasta(args.fasta, policy, report, args.workers))
+    records = list(read_fasta(args.fasta, policy, report, args.threads))
     progress(f"read {args.fasta}\n{report.format()}")
     if not records:
         raise UsageError(f"{args.fasta}: no record survived the residue policy — see the report above")
@@ -235,7 +245,7 @@ def read_input(args: argparse.Namespace, policy: ResiduePolicy) -> tuple[list[st
 
 def make_splits(args: argparse.Namespace) -> dict:
     """Read, cluster, draw, write FASTA and data-bins; returns the summary written to splits.json."""
-    policy, out = policy_from_args(args), Path(args.out_dir)
+    policy, out = policy_from_args(args), Path(args.out)
     ids, seqs, report = read_input(args, policy)
     ur50 = cluster_level("ur50", args.ur50_clusters, 0.5, 0.8, args, ids, seqs)
     ur100 = cluster_level("ur100", args.ur100_clusters, 1.0, 1.0, args, ids, seqs)
@@ -254,22 +264,19 @@ def make_splits(args: argparse.Namespace) -> dict:
         summary["sets"][name] = {**set_counts(records, ur50, ur100, lengths), "fasta": str(path.relative_to(out))}
         progress(f"wrote {path}: {len(records):,} records, {summary['sets'][name]['residues']:,} residues")
     (out / "ur50d" / "train.clusters.txt").write_text("".join(f"{c}\n" for c in ur50d_clusters.tolist()))
-    write_data_bins(out, [n for n in sets if n not in EVAL_SPLITS], ur50d_clusters, policy, args.workers)
+    write_data_bins(out, [n for n in sets if n not in EVAL_SPLITS], ur50d_clusters, policy, args.threads)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Make every set, write OUT_DIR/splits.json, print the accounting."""
-    args = parse_args(argv)
-    try:
-        summary = make_splits(args)
-    except ClusterError as err:
-        raise UsageError(str(err)) from None
-    path = Path(args.out_dir) / "splits.json"
+    """Make every set, write OUT/splits.json, print the accounting."""
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    summary = make_splits(args)
+    path = Path(args.out) / "splits.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     progress(f"accounting: {summary['accounting']}\ndraw: {summary['draw']}\nwrote {path}")
     return 0
-
 
 
 def cli() -> None:

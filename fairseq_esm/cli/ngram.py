@@ -30,7 +30,7 @@ DEFAULT_CONTEXTS = "0,1,2,3,4,5,6,7,8"
 DEFAULT_ALPHAS = ",".join(f"{a:.3g}" for a in np.logspace(-3, 1, 17))  # 1e-3 .. 10, 4 per decade
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """The three FASTA splits, the grid, the outputs."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-ngram", description=DESCRIPTION)
     parser.add_argument("--train", required=True, help="FASTA the n-gram counts come from (plain or gzip)")
@@ -43,7 +43,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="Laplace alphas to try, comma-separated (default: 17 log-spaced, 1e-3 .. 10)")
     parser.add_argument("--json", help="also write every number (ECE per k and alpha, FASTA reports) here")
     parser.add_argument("--markdown", help="also write the table as markdown here")
-    return parser.parse_args(argv)
+    return parser
 
 
 def parse_list(text: str, flag: str, kind: type) -> list:
@@ -103,7 +103,7 @@ def write_markdown(path: str, rows: list[list[str]], best: ContextResult, sizes:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Load the three splits, sweep k x alpha, print the table and the chosen model, write the outputs."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     contexts = parse_list(args.contexts, "--contexts", int)
     alphas = sorted(parse_list(args.alphas, "--alphas", float))
     check_grid(contexts, alphas)

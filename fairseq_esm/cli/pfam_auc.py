@@ -9,16 +9,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from fairseq_esm.checkpoints import load_model, pick_device, untrained_like
-from fairseq_esm.cli.common import UsageError, add_model_args, run_main
-from fairseq_esm.evaluation.alignment_auc import AlignmentError, evaluate_family, looks_nucleotide, read_stockholm
-from fairseq_esm.modules.alphabet import Alphabet
-from fairseq_esm.modules.esm1 import ESM1
+from fairseq_esm.cli.common import UsageError, add_model_args, add_progress, apply_threads, run_main
+
+if TYPE_CHECKING:
+    from fairseq_esm.modules.alphabet import Alphabet
+    from fairseq_esm.modules.esm1 import ESM1
 
 #: the shipped Pfam seed alignments (examples/data/pfam), relative to the repository root
 STO_DIR = "examples/data/pfam"
@@ -26,9 +25,9 @@ COLUMNS = ("family", "sequences_used", "columns", "aligned_pairs", "unaligned_pa
            "mean_cos_unaligned", "auc", "auc_same_aa", "auc_diff_aa")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """Checkpoint, alignment directory, sampling bounds and outputs."""
-    parser = argparse.ArgumentParser(prog="pfam_auc", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser = argparse.ArgumentParser(prog="fairseq-esm-pfam-auc", description=__doc__.splitlines()[0].split(": ", 1)[1])
     add_model_args(parser)
     parser.add_argument("--sto-dir", type=Path, default=Path(STO_DIR),
                         help="directory of Stockholm alignments (default %(default)s)")
@@ -37,12 +36,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--max-pairs", type=int, default=50000, help="aligned pairs sampled per family (paper: 50,000)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the sampling and of --untrained's init")
     parser.add_argument("--untrained", action="store_true", help="score a random-init model of the same shape")
+    add_progress(parser)
     parser.add_argument("--json", type=Path, help="write per-family results and the mean here")
     parser.add_argument("--markdown", type=Path, help="write the printed table here")
-    args = parser.parse_args(argv)
-    if args.max_seqs < 2 or args.max_pairs < 1:
-        raise UsageError("--max-seqs must be at least 2 and --max-pairs at least 1")
-    return args
+    return parser
 
 
 def alignment_files(directory: Path, pattern: str) -> list[Path]:
@@ -58,15 +55,19 @@ def alignment_files(directory: Path, pattern: str) -> list[Path]:
 def score_families(model: ESM1, alphabet: Alphabet, files: list[Path], args: argparse.Namespace
                    ) -> tuple[list[dict], dict[str, str]]:
     """Per-family results, and the families left out with the reason (nucleotides, too few pairs)."""
+    from tqdm import tqdm
+
+    from fairseq_esm.evaluation.alignment_auc import AlignmentError, evaluate_family, looks_nucleotide, read_stockholm
+
     rows, skipped = [], {}
-    for path in tqdm(files, desc="families", unit="family", disable=None):
+    for path in tqdm(files, desc="families", unit="family", disable=True if args.no_progress else None):
         family = read_stockholm(path)  # a malformed file stops the run: one error line
         if looks_nucleotide(family):
             skipped[family.name] = "nucleotide alignment (>= 90% A/C/G/T/U), not protein"
             continue
         try:
             rows.append(evaluate_family(model, alphabet, family, args.max_seqs, args.max_pairs, args.seed,
-                                        args.toks_per_batch))
+                                        args.max_tokens))
         except AlignmentError as err:
             skipped[family.name] = str(err).split(": ", 1)[1]
     return rows, skipped
@@ -92,16 +93,19 @@ def mean_auc(rows: list[dict]) -> float:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+    """Score every family's alignment, print the table and the mean AUC, write the outputs."""
+    args = build_parser().parse_args(argv)
+    apply_threads(args)
+    if args.max_seqs < 2 or args.max_pairs < 1:
+        raise UsageError("--max-seqs must be at least 2 and --max-pairs at least 1")
     files = alignment_files(args.sto_dir, args.pattern)
+    from fairseq_esm.checkpoints import load_model, pick_device, untrained_like
+
     model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     label = f"untrained (same shape, seed {args.seed})" if args.untrained else f"trained ({args.checkpoint})"
     if args.untrained:
         model = untrained_like(model, alphabet, args.seed)
-    try:
-        rows, skipped = score_families(model, alphabet, files, args)
-    except AlignmentError as err:
-        raise UsageError(str(err)) from None
+    rows, skipped = score_families(model, alphabet, files, args)
     if not rows:
         raise UsageError("no family could be scored: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     table = markdown(rows, skipped, label)

@@ -9,28 +9,26 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fairseq_esm.checkpoints import load_model, untrained_like
-from fairseq_esm.cli.common import UsageError, run_main
-from fairseq_esm.evaluation.embedding_plots import (
-    BIOCHEMICAL_CLASSES,
-    output_embeddings,
-    plot_auc_histogram,
-    plot_embeddings,
-    tsne_2d,
-)
+from fairseq_esm.cli.common import UsageError, add_checkpoint_args, add_out, apply_threads, run_main
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """Checkpoint, output directory, optional AUC summaries."""
-    parser = argparse.ArgumentParser(prog="plots", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    parser.add_argument("checkpoint", help="fairseq checkpoint, official fair-esm .pt or HuggingFace directory")
-    parser.add_argument("--out-dir", type=Path, required=True, help="where the PNG files go (created)")
+    parser = argparse.ArgumentParser(prog="fairseq-esm-plots", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    add_checkpoint_args(parser)
+    parser.set_defaults(device="cpu")  # the pictures need no GPU, and --untrained's seeded init stays the same
+    retell(parser, "device", "torch device (default: cpu)")
+    add_out(parser, "directory the PNG files go to (created)", type=Path, old=("--out-dir",))
     parser.add_argument("--auc-json", type=Path, action="append", default=[],
                         help="a pfam_auc --json summary; repeat to overlay (e.g. trained and --untrained)")
     parser.add_argument("--untrained", action="store_true", help="also draw the t-SNE of a random-init model")
     parser.add_argument("--seed", type=int, default=1, help="t-SNE seed and --untrained's init seed")
-    parser.add_argument("--allow-unsafe", action="store_true", help="unpickle arbitrary objects (trusted files only)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def retell(parser: argparse.ArgumentParser, dest: str, help: str) -> None:
+    """Replace the help of a shared model flag whose meaning differs here."""
+    next(action for action in parser._actions if action.dest == dest).help = help
 
 
 def read_summary(path: Path) -> dict:
@@ -45,20 +43,32 @@ def read_summary(path: Path) -> dict:
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    summaries = [read_summary(path) for path in args.auc_json]  # check inputs before the slow part
-    model, alphabet = load_model(args.checkpoint, "cpu", args.allow_unsafe)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+def draw_tsne(args: argparse.Namespace) -> None:
+    """One t-SNE PNG of the output embeddings per model: the checkpoint, and a random init with --untrained."""
+    from fairseq_esm.checkpoints import load_model, untrained_like
+    from fairseq_esm.evaluation.embedding_plots import output_embeddings, plot_embeddings, tsne_2d
+
+    model, alphabet = load_model(args.checkpoint, args.device, args.allow_unsafe)
+    args.out.mkdir(parents=True, exist_ok=True)
     models = [("trained", model)] + ([("untrained", untrained_like(model, alphabet, args.seed))] if args.untrained
                                      else [])
     for name, net in models:
         letters, vectors = output_embeddings(net, alphabet)
         title = f"output embeddings, {name} ({Path(args.checkpoint).name}), t-SNE"
-        path = plot_embeddings(tsne_2d(vectors, args.seed), letters, args.out_dir / f"tsne_{name}.png", title)
+        path = plot_embeddings(tsne_2d(vectors, args.seed), letters, args.out / f"tsne_{name}.png", title)
         print(f"wrote {path}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Draw the t-SNE pictures (and the AUC histogram) into --out."""
+    args = build_parser().parse_args(argv)
+    apply_threads(args)
+    summaries = [read_summary(path) for path in args.auc_json]  # check inputs before the slow part
+    draw_tsne(args)
+    from fairseq_esm.evaluation.embedding_plots import BIOCHEMICAL_CLASSES, plot_auc_histogram
+
     if summaries:
-        print(f"wrote {plot_auc_histogram(summaries, args.out_dir / 'pfam_auc_hist.png')}")
+        print(f"wrote {plot_auc_histogram(summaries, args.out / 'pfam_auc_hist.png')}")
     print("classes: " + "; ".join(f"{k} {v}" for k, v in BIOCHEMICAL_CLASSES.items()))
     return 0
 

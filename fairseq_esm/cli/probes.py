@@ -17,33 +17,32 @@ import time
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from fairseq_esm.checkpoints import load_model, pick_device, untrained_like
-from fairseq_esm.cli.common import UsageError, add_model_args, run_main
-from fairseq_esm.cli.homology import SCOPE_FASTA
-from fairseq_esm.evaluation.linear_probes import SS8_C, ContactProbeConfig, cross_validate, onehot_features
-from fairseq_esm.evaluation.scope_folds import (
-    LEVELS,
-    RULE,
-    FoldError,
-    LabelledDomain,
-    crop_domains,
-    group_key,
-    partition,
-    read_assignments,
-    read_labels,
-    search_domains,
-    write_assignments,
+from fairseq_esm.cli.common import (
+    UsageError,
+    add_alias,
+    add_model_args,
+    add_progress,
+    apply_threads,
+    run_main,
+    thread_count,
 )
-from fairseq_esm.inference.extract import residue_representations
+from fairseq_esm.cli.homology import SCOPE_FASTA
+from fairseq_esm.evaluation.probe_settings import LEVELS, ContactProbeConfig
+
+if TYPE_CHECKING:
+    from fairseq_esm.evaluation.scope_folds import LabelledDomain
+    from fairseq_esm.modules.alphabet import Alphabet
+    from fairseq_esm.modules.esm1 import ESM1
 
 ABBREVIATIONS = {"family": "fam", "superfamily": "SF", "fold": "fold"}
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The checkpoint, the labelled chains and their SCOPe domains, the probes and the outputs."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-probes", description=__doc__.splitlines()[0])
     add_model_args(parser)
     parser.add_argument("--labels", action="append", required=True, type=Path,
@@ -58,30 +57,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--levels", nargs="+", choices=LEVELS, default=list(LEVELS))
     parser.add_argument("--folds", type=int, default=5, help="partitions per level (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="partitions, probe init and --untrained's init")
-    parser.add_argument("--layer", type=int, default=-1, help="representation layer (default: last)")
+    parser.add_argument("--repr-layers", type=int, default=-1, help="representation layer (default: last)")
+    add_alias(parser, "--repr-layers", "--layer")
     parser.add_argument("--epochs", type=int, default=ContactProbeConfig.epochs, help="contact probe epochs")
     parser.add_argument("--lr", type=float, default=ContactProbeConfig.lr, help="contact probe AdamW lr")
     parser.add_argument("--untrained", action="store_true", help="add a random-init model of the same shape")
     parser.add_argument("--onehot", action="store_true", help="add the residue-identity one-hot baseline")
     parser.add_argument("--label", help="name of the checkpoint's row (default: its file name)")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    add_progress(parser)
     parser.add_argument("--json", type=Path, required=True, help="write settings, data counts and rows here")
     parser.add_argument("--markdown", type=Path, required=True, help="write the table here")
     parser.add_argument("--png-dir", type=Path, help="write per-domain score histograms here, one PNG per level "
                         "(probes_LEVEL.png; paper Figures S2/S3)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Enough partitions; the histogram directory made now, so a bad path fails before the probes run."""
     if args.folds < 2:
         raise UsageError(f"--folds {args.folds}: cross-validation needs at least 2 partitions")
-    if args.png_dir is not None:  # made now, so a bad path fails before the probes run
+    if args.png_dir is not None:
         try:
             args.png_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UsageError(f"--png-dir {args.png_dir}: {err.strerror}") from None
-    return args
 
 
 def load_domains(args: argparse.Namespace) -> tuple[list[LabelledDomain], dict]:
     """Labelled chains cut into SCOPe domains, and the counts of what was read, assigned and dropped."""
+    from fairseq_esm.evaluation.scope_folds import (
+        RULE,
+        crop_domains,
+        group_key,
+        read_assignments,
+        read_labels,
+        search_domains,
+        write_assignments,
+    )
+
     chains = [chain for directory in args.labels for chain in read_labels(directory)]
     names = Counter(name for name, *_ in chains)
     if max(names.values(), default=0) > 1:
@@ -90,7 +103,7 @@ def load_domains(args: argparse.Namespace) -> tuple[list[LabelledDomain], dict]:
         hits, rule = read_assignments(args.assignments), f"read from {args.assignments}"
     else:
         hits = search_domains([(name, seq) for name, seq, *_ in chains], args.scope, args.min_identity,
-                              args.min_coverage)
+                              args.min_coverage, thread_count(args))
         rule = RULE.format(identity=args.min_identity, coverage=args.min_coverage)
     if args.save_assignments:
         write_assignments(args.save_assignments, hits)
@@ -104,17 +117,18 @@ def load_domains(args: argparse.Namespace) -> tuple[list[LabelledDomain], dict]:
 def level_partitions(domains: list[LabelledDomain], levels: Sequence[str], folds: int, seed: int
                      ) -> dict[str, list[int]]:
     """Partition index of every domain, per level, balanced by residues."""
+    from fairseq_esm.evaluation.scope_folds import group_key, partition
+
     weights = [len(d.sequence) for d in domains]
-    try:
-        return {level: partition([group_key(d.sccs, level) for d in domains], weights, folds, seed, level)
-                for level in levels}
-    except FoldError as err:
-        raise UsageError(str(err)) from None
+    return {level: partition([group_key(d.sccs, level) for d in domains], weights, folds, seed, level)
+            for level in levels}
 
 
 def score_row(label: str, features: list[np.ndarray], domains: list[LabelledDomain], parts: dict[str, list[int]],
               cfg: ContactProbeConfig, progress: bool) -> dict:
     """One table row: both probes cross-validated at every level."""
+    from fairseq_esm.evaluation.linear_probes import cross_validate
+
     started = time.perf_counter()
     levels = {level: cross_validate(domains, features, part, cfg, f"{label} / {level}", progress)
               for level, part in parts.items()}
@@ -163,32 +177,35 @@ def write_histograms(rows: list[dict], levels: Sequence[str], directory: Path) -
         print(f"wrote {plot_probe_histograms(rows, level, directory / f'probes_{level}.png')}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
-    try:
-        domains, counts = load_domains(args)
-    except FoldError as err:
-        raise UsageError(str(err)) from None
-    print(describe(counts, args.folds))
-    parts = level_partitions(domains, args.levels, args.folds, args.seed)
-    cfg = ContactProbeConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+def scored_rows(model: ESM1, alphabet: Alphabet, args: argparse.Namespace, domains: list[LabelledDomain],
+                parts: dict[str, list[int]], cfg: ContactProbeConfig) -> list[dict]:
+    """The checkpoint's row, then --untrained's and --onehot's, then chance."""
+    from fairseq_esm.checkpoints import untrained_like
+    from fairseq_esm.evaluation.linear_probes import onehot_features
+    from fairseq_esm.inference.extract import residue_representations
+
     progress, sequences = not args.no_progress, [d.sequence for d in domains]
+
+    def model_row(name: str, desc: str, net: ESM1) -> dict:
+        features = residue_representations(net, alphabet, sequences, args.repr_layers, args.max_tokens, desc, progress)
+        return score_row(name, features, domains, parts, cfg, progress)
+
     label = args.label or Path(args.checkpoint).name
-    features = residue_representations(model, alphabet, sequences, args.layer, args.toks_per_batch, label, progress)
-    rows = [score_row(label, features, domains, parts, cfg, progress)]
-    if args.untrained:
-        untrained = untrained_like(model, alphabet, args.seed)
-        features = residue_representations(untrained, alphabet, sequences, args.layer, args.toks_per_batch, "untrained",
-                                  progress)
-        rows.append(score_row(f"untrained (same shape, seed {args.seed})", features, domains, parts, cfg, progress))
+    rows = [model_row(label, label, model)]
+    if args.untrained:  # initialised only now: its seeding must not touch the rows before it
+        rows.append(model_row(f"untrained (same shape, seed {args.seed})", "untrained",
+                              untrained_like(model, alphabet, args.seed)))
     if args.onehot:
         rows.append(score_row("residue one-hot (25-dim, no model)", onehot_features(sequences), domains, parts, cfg,
                               progress))
-    rows.append(chance_row(rows[0]))
-    table = markdown(rows, args.levels)
-    print(table, end="")
-    args.markdown.write_text(table)
+    return rows + [chance_row(rows[0])]
+
+
+def write_report(path: Path, args: argparse.Namespace, cfg: ContactProbeConfig, counts: dict,
+                 domains: list[LabelledDomain], parts: dict[str, list[int]], rows: list[dict]) -> None:
+    """Settings, data counts, every domain's partitions and the rows as JSON."""
+    from fairseq_esm.evaluation.linear_probes import SS8_C
+
     settings = {k: (str(v) if isinstance(v, Path) else [str(p) for p in v] if k == "labels" else v)
                 for k, v in vars(args).items()}
     report = {"settings": settings, "ss8_C": SS8_C, "contact_probe": asdict(cfg), "data": counts,
@@ -197,7 +214,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                            **{f"{level}_partition": part[i] for level, part in parts.items()}}
                           for i, d in enumerate(domains)],
               "rows": rows}
-    args.json.write_text(json.dumps(report, indent=2))
+    path.write_text(json.dumps(report, indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Cut the labelled chains into SCOPe domains, cross-validate the probes per level, print and write the table."""
+    args = build_parser().parse_args(argv)
+    apply_threads(args)
+    check_args(args)
+    from fairseq_esm.checkpoints import load_model, pick_device
+
+    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    domains, counts = load_domains(args)
+    print(describe(counts, args.folds))
+    parts = level_partitions(domains, args.levels, args.folds, args.seed)
+    cfg = ContactProbeConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+    rows = scored_rows(model, alphabet, args, domains, parts, cfg)
+    table = markdown(rows, args.levels)
+    print(table, end="")
+    args.markdown.write_text(table)
+    write_report(args.json, args, cfg, counts, domains, parts, rows)
     if args.png_dir is not None:
         write_histograms(rows, args.levels, args.png_dir)
     return 0

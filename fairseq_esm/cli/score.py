@@ -1,7 +1,7 @@
 """``fairseq-esm-score CHECKPOINT FASTA``: per-sequence pseudo-log-likelihood, pseudo-perplexity and the
 ECE of one seeded random masking, as a TSV (one row per protein, in FASTA order).
 
-PLL masks every residue in turn (L masked copies per protein, batched under ``--toks-per-batch``);
+PLL masks every residue in turn (L masked copies per protein, batched under ``--max-tokens``);
 proteins longer than the model's context are scored with each masked copy cut to the window centred
 on it. ECE masks each protein exactly as ``fairseq-validate`` masks record *i* of a held-out split
 with the same ``--seed`` and masking flags (long proteins get the same seeded crop), so the ECE of
@@ -15,28 +15,28 @@ import math
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, TextIO
 
-from fairseq_esm.checkpoints import load_model, pick_device
-from fairseq_esm.cli.common import UsageError, add_model_args, run_main
-from fairseq_esm.data.masking import MASK_STRATEGIES, MaskingScheme, masking_scheme
-from fairseq_esm.inference.scoring import pseudo_log_likelihoods, pseudo_perplexity, random_mask_losses
+from fairseq_esm.cli.common import UsageError, add_model_args, add_out, apply_threads, run_main
 from fairseq_esm.io.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
-from fairseq_esm.modules.alphabet import Alphabet
-from fairseq_esm.modules.batching import residue_budget
-from fairseq_esm.modules.esm1 import ESM1
+from fairseq_esm.io.mask_strategies import MASK_STRATEGIES
+
+if TYPE_CHECKING:
+    from fairseq_esm.data.masking import MaskingScheme
+    from fairseq_esm.modules.alphabet import Alphabet
+    from fairseq_esm.modules.esm1 import ESM1
 
 METRICS = ("pll", "ece")
 DESCRIPTION = "Per-protein pseudo-log-likelihood, pseudo-perplexity and seeded random-masking ECE, as a TSV."
 CHUNK_RESIDUES = 20_000  # proteins read and scored together: bounds memory, keeps batches full
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """The command line: model and batching, what to compute, the masking, the residue policy."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-score", description=DESCRIPTION)
     add_model_args(parser)
     parser.add_argument("fasta", help="proteins to score (FASTA, plain or gzip)")
-    parser.add_argument("--out", default="-", help="TSV to write (default: stdout)")
+    add_out(parser, required=False, default="-", help="TSV file to write (default: stdout)")
     parser.add_argument("--metrics", nargs="+", choices=METRICS, default=["pll"],
                         help="pll: pseudo-log-likelihood + pseudo-perplexity (L forwards per protein); "
                         "ece: seeded random masking (1 forward per protein). Default: pll")
@@ -48,7 +48,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     masking.add_argument("--leave-unmasked-prob", type=float, default=0.1)
     masking.add_argument("--random-token-prob", type=float, default=0.1)
     add_policy_args(parser)
-    return parser.parse_args(argv)
+    return parser
 
 
 def chunks(records: Iterator[tuple[str, str]]) -> Iterator[list[tuple[int, str, str]]]:
@@ -85,16 +85,18 @@ def header(metrics: Sequence[str]) -> list[str]:
 def score_chunk(model: ESM1, alphabet: Alphabet, group: list[tuple[int, str, str]], args: argparse.Namespace,
                 scheme: MaskingScheme, totals: Totals) -> list[list[str]]:
     """TSV rows for one group of proteins; adds to ``totals``."""
+    from fairseq_esm.inference.scoring import pseudo_log_likelihoods, pseudo_perplexity, random_mask_losses
+
     sequences = [seq for _, _, seq in group]
     rows = [[rid, str(len(seq))] for _, rid, seq in group]
     if "pll" in args.metrics:
-        plls = pseudo_log_likelihoods(model, alphabet, sequences, args.toks_per_batch)
+        plls = pseudo_log_likelihoods(model, alphabet, sequences, args.max_tokens)
         for row, seq, pll in zip(rows, sequences, plls):
             row += [f"{pll:.6f}", f"{pseudo_perplexity(pll, len(seq)):.6g}"]
             totals.pll += pll
     if "ece" in args.metrics:
         indexed = [(index, seq) for index, _, seq in group]
-        losses = random_mask_losses(model, alphabet, indexed, args.seed, scheme, args.toks_per_batch)
+        losses = random_mask_losses(model, alphabet, indexed, args.seed, scheme, args.max_tokens)
         for row, (ce, n) in zip(rows, losses):
             row += [f"{math.exp(ce / n):.6g}" if n else "nan", str(n)]
             totals.ce += ce
@@ -104,6 +106,8 @@ def score_chunk(model: ESM1, alphabet: Alphabet, group: list[tuple[int, str, str
 
 def summary(args: argparse.Namespace, totals: Totals, budget: int) -> str:
     """Totals over the whole file, for stderr."""
+    from fairseq_esm.inference.scoring import pseudo_perplexity
+
     lines = [f"scored {totals.proteins:,} proteins, {totals.residues:,} residues"]
     if totals.long:
         how = {"pll": "pll from windows centred on each masked residue", "ece": "ece on fairseq-validate's seeded crop"}
@@ -119,9 +123,14 @@ def summary(args: argparse.Namespace, totals: Totals, budget: int) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Score every protein of the FASTA; report and totals on stderr."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    apply_threads(args)
     if not 0 < args.mask_prob < 1:
         raise UsageError(f"--mask-prob {args.mask_prob} must be between 0 and 1")
+    from fairseq_esm.checkpoints import load_model, pick_device
+    from fairseq_esm.data.masking import masking_scheme
+    from fairseq_esm.modules.batching import residue_budget
+
     model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     scheme = masking_scheme(alphabet, args.mask_prob, args.leave_unmasked_prob, args.random_token_prob,
                             args.mask_strategy)
@@ -141,8 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             totals.long += sum(len(s) > budget for _, _, s in group)
     print(report.format(), file=sys.stderr)
     if report.records_written == 0:
-        print(f"error: {args.fasta}: no record survived the residue policy — see the report above", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.fasta}: no record survived the residue policy — see the report above")
     print(summary(args, totals, budget), file=sys.stderr)
     return 0
 

@@ -1,6 +1,6 @@
-"""Random held-out split of a FASTA file into OUT_DIR/train.fasta and OUT_DIR/valid.fasta.
+"""Random held-out split of a FASTA file into OUT/train.fasta and OUT/valid.fasta.
 
-    python preprocess/split_fasta.py sample.fasta.gz --out-dir split --valid-count 500 --seed 1
+    fairseq-esm-split-fasta sample.fasta.gz --out split --valid-count 500 --seed 1
 
 Records are copied verbatim (header and sequence lines as they are; the residue policy is applied
 later, when binarizing), both outputs keep the input order, and the same seed gives the same
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fairseq_esm.cli.common import run_main
+from fairseq_esm.cli.common import add_out, run_main
 from fairseq_esm.io.fasta import FastaFormatError, read_chunks, record_starts
 
 
@@ -47,24 +47,29 @@ def write_split(fasta: str, valid: np.ndarray, train_out: Path, valid_out: Path)
                 index += 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Split, write, and print the counts."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The FASTA input, ``--out`` directory, how many records to hold out, the seed."""
+    parser = argparse.ArgumentParser(prog="fairseq-esm-split-fasta", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("fasta", help="FASTA input, plain or gzip")
-    parser.add_argument("--out-dir", required=True, help="writes train.fasta and valid.fasta here")
+    add_out(parser, "output directory: writes train.fasta and valid.fasta here", old=("--out-dir",))
     size = parser.add_mutually_exclusive_group(required=True)
     size.add_argument("--valid-count", type=int, help="number of records to hold out")
     size.add_argument("--valid-fraction", type=float, help="fraction of records to hold out")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Split, write, and print the counts."""
+    args = build_parser().parse_args(argv)
     valid = choose_valid(count_records(args.fasta), args)
-    out = Path(args.out_dir)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_split(args.fasta, valid, out / "train.fasta", out / "valid.fasta")
     print(f"{args.fasta}: {len(valid):,} records -> {out / 'train.fasta'} {int((~valid).sum()):,}, "
           f"{out / 'valid.fasta'} {int(valid.sum()):,} (seed {args.seed})")
     return 0
-
 
 
 def cli() -> None:

@@ -1,8 +1,8 @@
 """Build a fairseq data dir for the supervised structure heads (tasks protein_ss8 / protein_contacts).
 
-    python preprocess/structure_dataset.py labels_a labels_b --cb513 CB513_HHblits.csv --out-dir data-ss
+    fairseq-esm-structure-dataset labels_a labels_b --cb513 CB513_HHblits.csv --out data-ss
 
-Inputs are directories written by ``preprocess/structure_labels.py`` (labels.fasta, ss8.txt, contacts/).
+Inputs are directories written by ``fairseq-esm-structure-labels`` (labels.fasta, ss8.txt, contacts/).
 Chains named twice (same file and chain in two dirs) are kept once; chains longer than ``--max-length`` are
 dropped. With ``--cb513``, training chains with an MMseqs2 hit of >= ``--identity`` (25%) sequence identity to a
 CB513 protein are dropped and counted, as Netsurf held its training set out from CB513, and CB513 becomes the
@@ -15,21 +15,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from fairseq_esm.cli.common import UsageError, run_main
-from fairseq_esm.data.binarize import write_data_dictionary
-from fairseq_esm.data.structure_labels_dataset import IGNORE, SS8_STATES, SplitWriter, ss8_to_targets
-from fairseq_esm.io.clusters import ClusterError, run_mmseqs
-from fairseq_esm.modules.alphabet import esm1b_alphabet
+from fairseq_esm.cli.common import UsageError, add_out, run_main
+from fairseq_esm.io.clusters import run_mmseqs
 
 
 @dataclass
@@ -97,30 +91,18 @@ def read_cb513(path: Path) -> list[Chain]:
 
 def search_hits(queries: list[Chain], targets: list[Chain], identity: float, evalue: float) -> set[int]:
     """Indices of ``queries`` with an MMseqs2 easy-search hit of >= ``identity`` to any of ``targets``."""
-    program = shutil.which("mmseqs")
-    if program is None:
-        raise UsageError("mmseqs (MMseqs2) is not on PATH: install Debian's mmseqs2 for the CB513 identity filter")
-    with tempfile.TemporaryDirectory(prefix="fairseq-esm-search-") as work:
-        for name, chains in (("q", queries), ("t", targets)):
-            Path(work, f"{name}.fasta").write_text("".join(f">{i}\n{c.sequence}\n" for i, c in enumerate(chains)))
-        out = Path(work, "hits.tsv")
-        command = [program, "easy-search", f"{work}/q.fasta", f"{work}/t.fasta", str(out), f"{work}/tmp",
-                   "--min-seq-id", str(identity), "-e", str(evalue), "--format-output", "query,target,fident",
-                   "--threads", "1", "-v", "1"]
-        proc = subprocess.run(command, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise UsageError(f"mmseqs easy-search failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
-        lines = out.read_text().splitlines()
-    return {int(line.split("\t")[0]) for line in lines if float(line.split("\t")[2]) >= identity}
+    from fairseq_esm.io.msa_search import easy_search
+
+    rows = easy_search([(str(i), c.sequence) for i, c in enumerate(queries)],
+                       [(str(i), c.sequence) for i, c in enumerate(targets)], "query,target,fident",
+                       options=("--min-seq-id", str(identity), "-e", str(evalue)))
+    return {int(query) for query, _, fident in rows if float(fident) >= identity}
 
 
 def split_by_cluster(chains: list[Chain], fraction: float, identity: float, seed: int) -> tuple[list, list]:
     """(train, valid): whole MMseqs2 clusters in a seeded order go to valid while they fit in ``fraction`` of the
     chains (a cluster that would overshoot is skipped, so one big family cannot swallow valid); at least one."""
-    try:
-        membership = run_mmseqs([c.sequence for c in chains], identity, coverage=0.5, mode="cluster")
-    except ClusterError as err:
-        raise UsageError(str(err)) from err
+    membership = run_mmseqs([c.sequence for c in chains], identity, coverage=0.5, mode="cluster")
     want, valid = max(1, round(fraction * len(chains))), set()
     order = np.random.RandomState(seed).permutation(membership.n_clusters)
     for cluster in order:
@@ -133,6 +115,9 @@ def split_by_cluster(chains: list[Chain], fraction: float, identity: float, seed
 
 def write_split(out: Path, split: str, chains: list[Chain]) -> str:
     """Write one split; returns its report line (chains, residues, scored and masked SS8 residues)."""
+    from fairseq_esm.data.structure_labels_dataset import IGNORE, SplitWriter, ss8_to_targets
+    from fairseq_esm.modules.alphabet import esm1b_alphabet
+
     alphabet = esm1b_alphabet()
     with_contacts = all(c.contacts is not None for c in chains)
     writer = SplitWriter(str(out / split), with_contacts)
@@ -153,6 +138,8 @@ def write_split(out: Path, split: str, chains: list[Chain]) -> str:
 
 def state_shares(targets: np.ndarray) -> str:
     """Share of each SS8 state among the scored residues (``H 31.0% G 3.1% ...``): class balance at a glance."""
+    from fairseq_esm.data.structure_labels_dataset import IGNORE, SS8_STATES
+
     counts = np.bincount(targets[targets != IGNORE], minlength=len(SS8_STATES))
     total = max(int(counts.sum()), 1)
     return " ".join(f"{state} {100 * n / total:.1f}%" for state, n in zip(SS8_STATES, counts))
@@ -174,11 +161,12 @@ def gather(directories: list[str], max_length: int) -> tuple[list[Chain], list[s
                     f"{too_long} longer than {max_length} residues dropped"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Gather, hold out from CB513, split by cluster, write, report."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("label_dirs", nargs="+", help="output dirs of preprocess/structure_labels.py")
-    parser.add_argument("--out-dir", required=True, help="fairseq data dir to write")
+def build_parser() -> argparse.ArgumentParser:
+    """Label dirs, ``--out`` data dir, the CB513 hold-out and the valid split settings."""
+    parser = argparse.ArgumentParser(prog="fairseq-esm-structure-dataset", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("label_dirs", nargs="+", help="output dirs of fairseq-esm-structure-labels")
+    add_out(parser, "output directory: the fairseq data dir to write", old=("--out-dir",))
     parser.add_argument("--cb513", help="CB513_HHblits.csv (NetSurfP-2.0 format): test split + identity hold-out")
     parser.add_argument("--identity", type=float, default=0.25, help="hold-out identity to CB513 (default 0.25)")
     parser.add_argument("--evalue", type=float, default=0.1, help="E-value of a hold-out hit (default 0.1)")
@@ -186,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-identity", type=float, default=0.3, help="valid split by clusters at this identity")
     parser.add_argument("--max-length", type=int, default=1022, help="drop longer chains (default 1022)")
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Gather, hold out from CB513, split by cluster, write, report."""
+    args = build_parser().parse_args(argv)
     chains, report = gather(args.label_dirs, args.max_length)
     test = read_cb513(Path(args.cb513)) if args.cb513 else []
     if test:
@@ -197,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(chains) < 2:
         raise UsageError(f"{len(chains)} training chains left: need at least 2 for train and valid")
     train, valid = split_by_cluster(chains, args.valid_fraction, args.cluster_identity, args.seed)
-    out = Path(args.out_dir)
+    from fairseq_esm.data.binarize import write_data_dictionary
+
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_data_dictionary(out)
     for split, members in (("train", train), ("valid", valid), ("test", test)):
@@ -205,7 +200,6 @@ def main(argv: list[str] | None = None) -> int:
             report.append(write_split(out, split, members))
     print("\n".join(report + [f"-> {out}"]))
     return 0
-
 
 
 def cli() -> None:

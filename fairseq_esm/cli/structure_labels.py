@@ -1,10 +1,10 @@
 """Per-residue structure labels for PDB/mmCIF chains: sequences, DSSP 8-state strings and 8 Å contact maps.
 
-    python preprocess/structure_labels.py examples/data/structures/1A7G.cif.gz 1LCD.pdb.gz:A --out-dir labels
+    fairseq-esm-structure-labels examples/data/structures/1A7G.cif.gz 1LCD.pdb.gz:A --out labels
 
-Writes OUT_DIR/labels.fasta (one record per chain, named <file stem>_<chain>), OUT_DIR/ss8.txt (line i
+Writes OUT/labels.fasta (one record per chain, named <file stem>_<chain>), OUT/ss8.txt (line i
 labels record i, one character per residue: H G I E B T S, C for loop, ``.`` where masked) and
-OUT_DIR/contacts/<name>.npy (int8 L×L: 1 contact, 0 none, -1 where either residue has no Cβ/Cα).
+OUT/contacts/<name>.npy (int8 L×L: 1 contact, 0 none, -1 where either residue has no Cβ/Cα).
 Chains that cannot be read or that DSSP cannot assign are skipped with their reason; the report
 counts resolved and unresolved residues. Needs mkdssp (``bash preprocess/install_tools.sh dssp``).
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fairseq_esm.cli.common import UsageError, run_main
-from fairseq_esm.io.dssp import MASKED, ChainLabels, DsspError, chain_labels, mkdssp_path
+from fairseq_esm.cli.common import UsageError, add_out, run_main
+from fairseq_esm.io.dssp import MASKED, ChainLabels, chain_labels, mkdssp_path
 from fairseq_esm.io.structures import StructureError, parse_spec
 
 
@@ -69,29 +69,31 @@ def write(out: Path, chains: list[ChainLabels]) -> None:
             np.save(out / "contacts" / f"{labels.chain.name}.npy", contact_labels(labels))
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The structure files (FILE[:CHAIN]) and the ``--out`` directory."""
+    parser = argparse.ArgumentParser(prog="fairseq-esm-structure-labels", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("structures", nargs="+", help="PDB/mmCIF files (plain or .gz), FILE:CHAIN to pick a chain")
+    add_out(parser, "output directory: writes labels.fasta, ss8.txt and contacts/ here", old=("--out-dir",))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Label every chain, write the three outputs, print the report."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("structures", nargs="+", help="PDB/mmCIF files (plain or .gz), FILE:CHAIN to pick a chain")
-    parser.add_argument("--out-dir", required=True, help="writes labels.fasta, ss8.txt and contacts/ here")
-    args = parser.parse_args(argv)
-    try:
-        chains, skipped = collect(args.structures)
-    except DsspError as err:
-        raise UsageError(str(err)) from err
+    args = build_parser().parse_args(argv)
+    chains, skipped = collect(args.structures)
     for line in skipped:
         print(line, file=sys.stderr)
     if not chains:
         raise UsageError(f"no chain written: all {len(args.structures)} inputs skipped (see the lines above)")
-    write(Path(args.out_dir), chains)
+    write(Path(args.out), chains)
     for labels in chains:
         print(report_line(labels))
     total = sum(len(c.ss8) for c in chains)
     masked = sum(c.ss8.count(MASKED) for c in chains)
     print(f"{len(chains)} chains written, {len(skipped)} skipped; {total} residues, {masked} masked in ss8.txt "
-          f"-> {args.out_dir}")
+          f"-> {args.out}")
     return 0
-
 
 
 def cli() -> None:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Optional, Sequence
 
-from fairseq_esm.data.masking import MASK_STRATEGIES
-from fairseq_esm.evaluation.unigram import UNIFORM_20_ECE, ece, heldout_targets, residue_counts, unigram_log_probs
-from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
+from fairseq_esm.cli.common import run_main
+from fairseq_esm.io.mask_strategies import MASK_STRATEGIES
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """Options mirror the ``protein_mlm`` task's."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fairseq-esm-unigram-ece", description=__doc__.splitlines()[0])
     parser.add_argument("data", help="fairseq-preprocess'd data directory (dict.txt, SPLIT.bin/.idx)")
     parser.add_argument("--train-split", default="train", help="split the frequencies are counted on")
     parser.add_argument("--valid-split", default="valid", help="held-out split whose masked targets are scored")
@@ -29,11 +29,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--random-token-prob", type=float, default=0.1)
     parser.add_argument("--mask-strategy", default="bert", choices=list(MASK_STRATEGIES))
     parser.add_argument("--json", help="also write the results to this JSON file")
-    return parser.parse_args(argv)
+    return parser
 
 
 def unigram_report(args: argparse.Namespace) -> dict:
     """Count train frequencies, score the task's held-out targets, return the numbers."""
+    from fairseq_esm.evaluation.unigram import UNIFORM_20_ECE, ece, heldout_targets, residue_counts, unigram_log_probs
+    from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
+
     cfg = ProteinMLMConfig(
         data=args.data,
         alphabet=args.alphabet,
@@ -60,17 +63,22 @@ def unigram_report(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Print the unigram and uniform-over-20 ECEs; optionally write them as JSON."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     report = unigram_report(args)
-    print(f"unigram ECE: {report['unigram_ece']:.4f} over {report['n_targets']:,} masked targets of '{args.valid_split}'")
+    print(f"unigram ECE: {report['unigram_ece']:.4f} over {report['n_targets']:,} masked targets of "
+          f"'{args.valid_split}'")
     print(f"uniform-over-20 ECE: {report['uniform_ece']:.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
-    return report
+    return 0
+
+
+def cli() -> None:
+    sys.exit(run_main(main))
 
 
 if __name__ == "__main__":
-    main()
+    cli()

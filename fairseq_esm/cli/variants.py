@@ -17,46 +17,53 @@ import io
 import math
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-from scipy.stats import spearmanr
-
-from fairseq_esm.checkpoints import load_model, pick_device
-from fairseq_esm.cli.common import UsageError, add_model_args, run_main
-from fairseq_esm.inference.mutations import RowCheck, check_rows
-from fairseq_esm.inference.variant_scoring import MULTI_MODES, STRATEGIES, needs_one_window, score_variants
+from fairseq_esm.cli.common import UsageError, add_alias, add_model_args, add_out, apply_threads, run_main
+from fairseq_esm.inference.choices import MULTI_MODES, STRATEGIES
 from fairseq_esm.io.fasta import FastaReport, read_fasta
 from fairseq_esm.io.residues import RESIDUE_LETTERS
-from fairseq_esm.modules.alphabet import Alphabet
-from fairseq_esm.modules.batching import residue_budget
-from fairseq_esm.modules.esm1 import ESM1
+
+if TYPE_CHECKING:
+    from fairseq_esm.inference.mutations import RowCheck
+    from fairseq_esm.modules.alphabet import Alphabet
+    from fairseq_esm.modules.esm1 import ESM1
 
 DESCRIPTION = "Zero-shot variant-effect scores of a mutation table against a wild-type protein."
 DEFAULT_SCORE_COL = "DMS_score"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """The command line: model, wild type, table and its columns, strategies, outputs."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-variants", description=DESCRIPTION)
     add_model_args(parser)
     wild_type = parser.add_mutually_exclusive_group(required=True)
     wild_type.add_argument("--sequence", help="wild-type protein sequence")
     wild_type.add_argument("--fasta", help="FASTA holding the wild type (one record, or pick it with --wt-id)")
-    parser.add_argument("--wt-id", help="id of the wild-type record in --fasta")
-    parser.add_argument("--table", required=True, help="mutation table: CSV or TSV (by extension, else sniffed)")
-    parser.add_argument("--mutation-col", default="mutant", help="column of mutation codes (default %(default)s)")
-    parser.add_argument("--offset", type=int, default=1,
-                        help="the number the table gives the first residue of the sequence (default 1)")
+    add_table_args(parser, None, f"column of measured scores for Spearman's rho (default: {DEFAULT_SCORE_COL} "
+                   "if the table has it); an explicitly named column must exist")
     parser.add_argument("--scoring-strategy", nargs="+", choices=STRATEGIES, default=["masked-marginal"],
                         help="one or more (default masked-marginal)")
     parser.add_argument("--multi-mutant", choices=MULTI_MODES, default="joint",
                         help="masked-marginal of multi-mutants: mask all positions together (joint, the paper) "
                         "or each alone and add (additive)")
-    parser.add_argument("--score-col", help=f"measured scores for Spearman's rho (default: {DEFAULT_SCORE_COL} "
-                        "if the table has it); an explicitly named column must exist")
-    parser.add_argument("--out", default="-", help="scored table (default: stdout); .tsv/.csv sets the delimiter")
+    add_out(parser, required=False, default="-",
+            help="file for the scored table (default: stdout); .tsv/.csv sets the delimiter")
     parser.add_argument("--rejected", help="also write the rows whose status is not ok here (CSV)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def add_table_args(parser: argparse.ArgumentParser, score_col: str | None, score_help: str) -> None:
+    """The mutation table and how to read it, spelled alike in fairseq-esm-variants and -finetune-variants."""
+    parser.add_argument("--wt-id", help="id of the wild-type record when its FASTA holds several")
+    parser.add_argument("--table", required=True,
+                        help="mutation table: CSV or TSV (by extension, else sniffed; ProteinGym's files work)")
+    parser.add_argument("--mutation-col", default="mutant", help="column of mutation codes (default %(default)s)")
+    add_alias(parser, "--mutation-col", "--mutant-column")
+    parser.add_argument("--score-col", default=score_col, help=score_help)
+    add_alias(parser, "--score-col", "--score-column")
+    parser.add_argument("--offset", type=int, default=1,
+                        help="the number the table gives the first residue of the sequence (default 1)")
 
 
 def read_table(path: str) -> tuple[list[str], list[dict[str, str]], str]:
@@ -116,6 +123,8 @@ def measured(value: str | None) -> float:
 
 def spearman_line(strategy: str, scores: list[float | None], values: list[float], column: str) -> str:
     """Spearman's rho of one strategy's scores with the measured column, over rows that have both."""
+    from scipy.stats import spearmanr
+
     pairs = [(s, v) for s, v in zip(scores, values) if s is not None and not math.isnan(v)]
     unmeasured = sum(s is not None for s in scores) - len(pairs)
     rho, p = spearmanr(*zip(*pairs)) if len(pairs) >= 3 else (math.nan, math.nan)
@@ -140,11 +149,13 @@ def write_table(path: str, columns: list[str], rows: list[dict[str, str]], delim
 def score_rows(args: argparse.Namespace, model: ESM1, alphabet: Alphabet, wild_type: str,
                checks: list[RowCheck]) -> dict[str, list[float | None]]:
     """Per strategy, one score per row (None for rows that are not scored)."""
+    from fairseq_esm.inference.variant_scoring import score_variants
+
     todo = [i for i, c in enumerate(checks) if c.variant is not None]
     scores: dict[str, list[float | None]] = {s: [None] * len(checks) for s in args.scoring_strategy}
     for strategy in args.scoring_strategy if todo else []:
         result = score_variants(model, alphabet, wild_type, [checks[i].variant for i in todo], strategy,
-                                args.toks_per_batch, args.multi_mutant)
+                                args.max_tokens, args.multi_mutant)
         print(f"{strategy}: {result.forwards:,} sequences through the model for {len(todo):,} rows", file=sys.stderr)
         for i, value in zip(todo, result.scores):
             scores[strategy][i] = value
@@ -183,11 +194,17 @@ def write_rejected(path: str, rows: list[dict[str, str]], mutation_col: str) -> 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Check the table against the wild type, score it, write it, report."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    apply_threads(args)
     args.scoring_strategy = list(dict.fromkeys(args.scoring_strategy))
     columns, rows, delimiter = read_table(args.table)
     score_col = check_columns(args, columns)
     wild_type = load_wild_type(args)
+    from fairseq_esm.checkpoints import load_model, pick_device
+    from fairseq_esm.inference.mutations import check_rows
+    from fairseq_esm.inference.variant_scoring import needs_one_window
+    from fairseq_esm.modules.batching import residue_budget
+
     model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     one_window = any(needs_one_window(s, args.multi_mutant) for s in args.scoring_strategy)
     max_span = residue_budget(model.max_positions(), alphabet) if one_window else None
@@ -203,8 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for strategy, column in scores.items() if score_col else []:
         print(spearman_line(strategy, column, [measured(row[score_col]) for row in rows], score_col), file=sys.stderr)
     if not any(c.variant is not None for c in checks):
-        print(f"error: {args.table}: no row could be scored — see the report above", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.table}: no row could be scored — see the report above")
     return 0
 
 

@@ -29,7 +29,7 @@ INTEGER_DTYPES = {
 DATA_DICTIONARIES = ("esm1b.txt", "esm1.txt")
 #: tokens read by the load-time scan: the whole .bin up to this, else half from each end
 SCAN_TOKENS = 1 << 24
-REBINARIZE = f"rebinarize with preprocess/binarize_fasta.py or fairseq-preprocess --srcdict {DICT_DIR / 'esm1b.txt'}"
+REBINARIZE = f"rebinarize with fairseq-esm-binarize or fairseq-preprocess --srcdict {DICT_DIR / 'esm1b.txt'}"
 
 
 class DataIntegrityError(InputError):

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from fairseq.data import BaseWrapperDataset, FairseqDataset, data_utils
 
+from fairseq_esm.io.mask_strategies import MASK_STRATEGIES
 from fairseq_esm.io.residues import RESIDUE_LETTERS
 from fairseq_esm.modules.alphabet import Alphabet
-
-MASK_STRATEGIES = ("bert", "all_mask")
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -24,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fairseq_esm.data.structure_labels_dataset import ss8_to_targets
+from fairseq_esm.evaluation.probe_settings import ContactProbeConfig
 from fairseq_esm.evaluation.scope_folds import LabelledDomain
 from fairseq_esm.io.residues import RESIDUE_LETTERS
 from fairseq_esm.modules.contact_metrics import contact_precisions
@@ -33,17 +33,6 @@ SS8_MAX_ITER = 500
 MIN_SEPARATION = 6  # pairs closer in sequence are neither trained on nor scored
 METRIC = "long_P@L"
 METRIC_KEY = "contact_long_P@L"  # the name of the contact score in results
-
-
-@dataclass(frozen=True)
-class ContactProbeConfig:
-    """The bilinear probe's fixed settings: the paper's dim 128 and weight decay 0.2; lr and epochs ours."""
-
-    dim: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.2
-    epochs: int = 10
-    seed: int = 1
 
 
 def onehot_features(sequences: Sequence[str]) -> list[np.ndarray]:

@@ -12,9 +12,6 @@ cropped to the aligned region, and each ASTRAL domain is used once (its best-mat
 from __future__ import annotations
 
 import random
-import shutil
-import subprocess
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,11 +20,12 @@ from typing import Sequence
 import numpy as np
 
 from fairseq_esm.errors import InputError
+from fairseq_esm.evaluation.probe_settings import LEVELS
 from fairseq_esm.evaluation.remote_homology import read_sccs
 from fairseq_esm.io.dssp import MASKED
 from fairseq_esm.io.fasta import ResiduePolicy, read_fasta
+from fairseq_esm.io.msa_search import easy_search
 
-LEVELS = ("family", "superfamily", "fold")
 RULE = ("MMseqs2 easy-search of each chain against the ASTRAL FASTA; a hit with >= {identity:.0%} identity "
         "covering >= {coverage:.0%} of the domain assigns the aligned chain region to the domain's sccs; "
         "hits overlapping a better-scoring one on the chain are ignored")
@@ -59,22 +57,6 @@ def group_key(sccs: str, level: str) -> str:
     return sccs.rsplit(".", LEVELS.index(level))[0] if level != "family" else sccs
 
 
-def run_mmseqs(queries: Path, targets: Path, threads: int = 1) -> list[list[str]]:
-    """Rows of ``mmseqs easy-search`` (fields :data:`M8_FIELDS`) of every query against every target."""
-    mmseqs = shutil.which("mmseqs")
-    if mmseqs is None:
-        raise FoldError("mmseqs not found on PATH — install MMseqs2 (Debian package mmseqs2) or pass "
-                        "--assignments with a table written by --save-assignments")
-    with tempfile.TemporaryDirectory(prefix="probes_mmseqs_") as tmp:
-        out = Path(tmp) / "hits.m8"
-        cmd = [mmseqs, "easy-search", str(queries), str(targets), str(out), str(Path(tmp) / "work"),
-               "--format-output", M8_FIELDS, "--threads", str(threads), "-v", "1"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise FoldError(f"mmseqs easy-search failed ({done.returncode}): {done.stderr.strip()[-300:]}")
-        return [line.split("\t") for line in out.read_text().splitlines() if line]
-
-
 def assign_domains(rows: Sequence[Sequence[str]], sccs: dict[str, str], min_identity: float = 0.9,
                    min_coverage: float = 0.8) -> list[DomainHit]:
     """Accepted hits (see :data:`RULE`), best first per chain, without overlaps on the chain."""
@@ -93,13 +75,10 @@ def assign_domains(rows: Sequence[Sequence[str]], sccs: dict[str, str], min_iden
 
 
 def search_domains(records: Sequence[tuple[str, str]], astral: str | Path, min_identity: float = 0.9,
-                   min_coverage: float = 0.8) -> list[DomainHit]:
+                   min_coverage: float = 0.8, threads: int = 1) -> list[DomainHit]:
     """Assign SCOPe domains to ``(name, sequence)`` chains by MMseqs2 search against an ASTRAL FASTA."""
     sccs = read_sccs(str(astral))
-    with tempfile.TemporaryDirectory(prefix="probes_query_") as tmp:
-        queries = Path(tmp) / "chains.fasta"
-        queries.write_text("".join(f">{name}\n{seq}\n" for name, seq in records))
-        rows = run_mmseqs(queries, Path(astral))
+    rows = easy_search(records, Path(astral), M8_FIELDS, threads)
     return assign_domains(rows, sccs, min_identity, min_coverage)
 
 

@@ -17,14 +17,12 @@ import torch
 from torch import Tensor
 
 from fairseq_esm.checkpoints.pt_files import REGRESSION_KEYS, CheckpointError, read_file
+from fairseq_esm.inference.choices import DEFAULT_C, MIN_SEPARATION
 from fairseq_esm.modules.alphabet import Alphabet
 from fairseq_esm.modules.batching import length_batches, pad_tokens
 from fairseq_esm.modules.contact_head import apc, symmetrize
 from fairseq_esm.modules.contact_metrics import candidate_pairs
 from fairseq_esm.modules.esm1 import ESM1
-
-MIN_SEPARATION = 6  # pairs closer in sequence are trivially in contact: never fitted on
-DEFAULT_C = 0.15  # inverse L1 strength (sparse: most heads get weight 0)
 
 
 @dataclass(frozen=True)

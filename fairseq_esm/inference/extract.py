@@ -17,12 +17,10 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from fairseq_esm.inference.choices import LONG_MODES
 from fairseq_esm.modules.alphabet import Alphabet
 from fairseq_esm.modules.batching import length_batches, pad_tokens, residue_budget, windows
 from fairseq_esm.modules.esm1 import ESM1
-
-INCLUDE = ("mean", "per_tok", "bos", "contacts", "attentions")
-LONG_MODES = ("window", "truncate")
 
 Span = tuple[int, int]  # half-open residue range of one forward pass
 

@@ -30,12 +30,35 @@ def _run(command: list[str]) -> None:
         raise MsaSearchError(f"{' '.join(command[:2])} failed (exit {proc.returncode}): {tail[0]}")
 
 
-def search_msas(queries: Sequence[tuple[str, str]], database: str | Path, iterations: int = 2,
-                evalue: float = 1e-3, max_seqs: int = 300, threads: int = 1) -> list[str]:
-    """One A3M text per query, in query order (the query is its first row; a query without hits is alone)."""
+def mmseqs_program() -> str:
+    """The ``mmseqs`` executable, or an error that says how to install it."""
     program = shutil.which("mmseqs")
     if program is None:
         raise MsaSearchError(f"mmseqs (MMseqs2) is not on PATH: {INSTALL_HINT}")
+    return program
+
+
+def easy_search(queries: Sequence[tuple[str, str]], targets: Sequence[tuple[str, str]] | Path, fields: str,
+                threads: int = 1, options: Sequence[str] = ()) -> list[list[str]]:
+    """Rows (``fields``, tab-split) of ``mmseqs easy-search`` of ``(name, sequence)`` queries against target
+    records or a target FASTA file; ``options`` go to MMseqs2 as given (``--min-seq-id``, ``-e``)."""
+    program = mmseqs_program()
+    with tempfile.TemporaryDirectory(prefix="fairseq-esm-search-") as tmp:
+        work = Path(tmp)
+        (work / "q.fasta").write_text("".join(f">{name}\n{seq}\n" for name, seq in queries))
+        if not isinstance(targets, Path):
+            (work / "t.fasta").write_text("".join(f">{name}\n{seq}\n" for name, seq in targets))
+            targets = work / "t.fasta"
+        out = work / "hits.m8"
+        _run([program, "easy-search", str(work / "q.fasta"), str(targets), str(out), str(work / "tmp"),
+              "--format-output", fields, *options, "--threads", str(threads), "-v", "1"])
+        return [line.split("\t") for line in out.read_text().splitlines() if line]
+
+
+def search_msas(queries: Sequence[tuple[str, str]], database: str | Path, iterations: int = 2,
+                evalue: float = 1e-3, max_seqs: int = 300, threads: int = 1) -> list[str]:
+    """One A3M text per query, in query order (the query is its first row; a query without hits is alone)."""
+    program = mmseqs_program()
     with tempfile.TemporaryDirectory(prefix="fairseq-esm-msa-") as tmp:
         work = Path(tmp)
         fasta = work / "queries.fasta"

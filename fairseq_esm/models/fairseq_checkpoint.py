@@ -2,7 +2,7 @@
 
 The stored ``cfg`` is the one ``fairseq-train --task protein_mlm --criterion esm_masked_lm --arch ...`` builds,
 with the model's own sizes, so ``fairseq-validate --path``, ``fairseq-train --finetune-from-model`` /
-``--restore-file`` and :func:`fairseq_esm.checkpoints.pt_files.load_model` all read it. No optimizer state is stored.
+``--restore-file`` and :func:`fairseq_esm.load_model` all read it. No optimizer state is stored.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def model_section(model: ESM1) -> dict[str, Any]:
 
 def fairseq_config(model: ESM1, data: Optional[str] = None) -> dict[str, Any]:
     """The full config (all fairseq sections) ``fairseq-train`` would store for this model, as plain containers."""
+    import fairseq_esm.tasks  # noqa: F401  (registers protein_mlm and esm_masked_lm, which the config names)
+
     argv = [data or UNSET_DATA, "--task", "protein_mlm", "--alphabet", model.generation.name,
             "--criterion", "esm_masked_lm", "--arch", model_arch(model), "--max-positions", str(model.max_positions())]
     with warnings.catch_warnings():
