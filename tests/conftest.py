@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import gzip
 from pathlib import Path
 from typing import Callable
 
@@ -11,27 +10,10 @@ import pytest
 import torch
 from fairseq import options
 from fairseq_cli import preprocess
+from helpers.oracle import fair_esm_model, write_official
+from helpers.proteins import read_proteins
 
-from fairseq_esm.io.residues import RESIDUE_LETTERS
 from fairseq_esm.modules.alphabet import DICT_DIR
-
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "uniprot_sample.fasta.gz"
-
-
-def read_proteins(n: int) -> list[str]:
-    """The first n sequences of the shipped UniProt sample, uppercased, residue letters only."""
-    proteins, current = [], []
-    with gzip.open(SAMPLE, "rt") as f:
-        for line in f:
-            if line.startswith(">"):
-                if current:
-                    proteins.append("".join(current))
-                    current = []
-                if len(proteins) == n:
-                    break
-            else:
-                current.append("".join(ch for ch in line.strip().upper() if ch in RESIDUE_LETTERS))
-    return proteins
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +45,6 @@ def fairseq_preprocess(tmp_path_factory) -> Callable[[list[str], list[str]], Pat
 def official_checkpoint(tmp_path_factory) -> Callable[..., Path]:
     """Factory: ``official_checkpoint("esm1b", seed=0, layers=3, ...)`` -> path of a random fair-esm
     model in the official release layout (cached per argument set for the session)."""
-    from oracle import fair_esm_model, write_official
 
     made: dict[tuple, Path] = {}
 
@@ -77,10 +58,10 @@ def official_checkpoint(tmp_path_factory) -> Callable[..., Path]:
     return build
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny models
-    run fastest on one, and on a shared 2-core machine OpenMP's second thread spins against busy cores."""
+    """One intra-op thread for every test: tiny models run fastest on one, and on a shared 2-core machine
+    OpenMP's second thread spins against busy cores. (Subprocesses set their own threads.)"""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -28,7 +28,6 @@ from fairseq_esm.evaluation.alignment_auc import (
     subsample,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 STO = Path(__file__).resolve().parents[1] / "examples" / "data" / "pfam"
 
 

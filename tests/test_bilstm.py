@@ -13,15 +13,13 @@ from fairseq import metrics
 from fairseq.criterions import CRITERION_REGISTRY
 from fairseq.data import data_utils
 from fairseq.models import ARCH_MODEL_REGISTRY
-from training import losses, run, tiny_data
+from helpers.training import losses, run, tiny_data
 
 from fairseq_esm.checkpoints.pt_files import CheckpointError
 from fairseq_esm.criterions.bidirectional_lm import BidirectionalLMCriterion
 from fairseq_esm.data.masking import mask_tokens, masking_scheme
 from fairseq_esm.models.bilstm_lm import BILSTM_ARCHS, BiLstmConfig, BiLstmLanguageModel
 from fairseq_esm.modules.alphabet import esm1b_alphabet
-
-torch.set_num_threads(1)
 
 
 def tiny_model(alphabet, seed: int = 0, hidden: int = 24) -> BiLstmLanguageModel:

@@ -17,7 +17,8 @@ from fairseq_esm.io.fasta import read_fasta
 from fairseq_esm.modules.alphabet import DICT_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "examples" / "data" / "uniprot_sample.fasta.gz"
+from helpers.proteins import SAMPLE
+
 SRCDICT = DICT_DIR / "esm1b.txt"
 # every mapping of the residue policy, and one record it must skip
 ODD = (">odd1 lowercase and a terminal stop\nmktAYiak*\n>odd2 ambiguity, internal stop, J\nMKXBZ*QRJ\n"

@@ -14,7 +14,6 @@ from fairseq_esm.inference.contacts import attention_features
 from fairseq_esm.modules.batching import pad_tokens
 from fairseq_esm.modules.contact_head import ContactStream
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 LAYERS, HEADS = 3, 4  # the official_checkpoint fixture's default sizes
 TOLERANCE = 1e-5
 

@@ -12,6 +12,7 @@ import esm
 import numpy as np
 import pytest
 import torch
+from helpers.proteins import write_fasta
 
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.checkpoints.pt_files import regression_path
@@ -44,10 +45,6 @@ def spread_checkpoint(tmp_path: Path, official: Path) -> Path:
     save_regression(regression_path(checkpoint), Regression(coef.numpy(), -1.0))
     return checkpoint
 
-
-def write_fasta(path: Path, records: list[tuple[str, str]]) -> Path:
-    path.write_text("".join(f">{rid} test protein\n{seq}\n" for rid, seq in records))
-    return path
 
 
 def reference_contacts(checkpoint: Path, sequence: str) -> np.ndarray:

@@ -32,7 +32,7 @@ TOL = 1e-4
 DIFF = re.compile(r"max \|logits difference\| SRC vs reloaded DST on 3 proteins \((\d+) tokens, one <mask>\): (\S+)")
 
 # fairseq's namespace -> omegaconf conversion inside load_model_ensemble_and_task trips Hydra deprecation warnings
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def convert(capsys, *argv: object) -> float:

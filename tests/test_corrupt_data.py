@@ -18,7 +18,7 @@ from fairseq import checkpoint_utils, options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.trainer import Trainer
 from fairseq_cli import preprocess
-from training import ROOT, environment, tiny_data, train_args
+from helpers.training import ROOT, environment, tiny_data, train_args
 
 from fairseq_esm.checkpoints.pt_files import CheckpointError
 from fairseq_esm.data import integrity

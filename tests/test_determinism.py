@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training import checkpoint, run, tiny_data, train_args, update_stats
+from helpers.training import checkpoint, run, tiny_data, train_args, update_stats
 
 
 @pytest.fixture(scope="module")

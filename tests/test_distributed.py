@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from training import (
+from helpers.training import (
     ROOT,
     environment,
     max_weight_difference,

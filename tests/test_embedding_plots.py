@@ -25,7 +25,6 @@ from fairseq_esm.evaluation.embedding_plots import (
 )
 from fairseq_esm.io.residues import CANONICAL_AMINO_ACIDS
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 STO = Path(__file__).resolve().parents[1] / "examples" / "data" / "pfam"
 
 
@@ -85,5 +84,5 @@ def test_bad_auc_json_is_one_error_line(official_checkpoint, tmp_path, capsys):
     assert run_main(plots.main, [str(official_checkpoint("esm1b", layers=1, dim=32, ffn=64)), "--out",
                                  str(tmp_path / "o"), "--auc-json", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "not a pfam_auc --json summary" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and "not a fairseq-esm-pfam-auc --json summary" in err[0]
     assert not (tmp_path / "o").exists()

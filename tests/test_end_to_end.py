@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "examples" / "data" / "uniprot_sample.fasta.gz"
+from helpers.proteins import SAMPLE
+
 BIN = Path(sys.executable).parent
 
 

@@ -11,6 +11,7 @@ import esm
 import pytest
 import torch
 from esm.pretrained import load_model_and_alphabet_local
+from helpers.proteins import write_fasta
 
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
@@ -22,12 +23,7 @@ from fairseq_esm.modules.batching import windows
 TOL = 1e-4
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def write_fasta(path: Path, records: list[tuple[str, str]]) -> Path:
-    path.write_text("".join(f">{rid}\n{seq}\n" for rid, seq in records))
-    return path
 
 
 def short_records(proteins: list[str], count: int, max_len: int = 120) -> list[tuple[str, str]]:

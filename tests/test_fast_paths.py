@@ -16,7 +16,6 @@ from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
 from fairseq_esm.modules.alphabet import esm1b_alphabet
 from fairseq_esm.modules.attention import SelfAttention
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 EXACT, BF16_LOGPROB = 1e-5, 0.02
 
 

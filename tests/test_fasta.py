@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.proteins import SAMPLE
 
 from fairseq_esm.io.fasta import (
     FastaFormatError,
@@ -16,8 +17,6 @@ from fairseq_esm.io.fasta import (
     clean_fasta,
     read_fasta,
 )
-
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "uniprot_sample.fasta.gz"
 
 
 def read(tmp_path: Path, content: str | bytes, policy: ResiduePolicy = ResiduePolicy(), name: str = "in.fasta",

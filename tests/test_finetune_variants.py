@@ -34,7 +34,6 @@ SLICE = DMS / "BLAT_ECOLX_Stiffler_2015_slice.csv"
 WT = "".join(FASTA.read_text().splitlines()[1:])
 TINY = dict(layers=2, dim=32, ffn=64, heads=4)  # max_positions 128: the 286-residue protein is windowed
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

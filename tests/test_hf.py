@@ -35,7 +35,6 @@ TOL = 1e-4
 LAYERS = 3
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

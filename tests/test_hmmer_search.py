@@ -21,8 +21,6 @@ from fairseq_esm.io.hmmer_search import (
     write_fasta,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 SCOPE = (Path(__file__).resolve().parents[1] / "examples/data/scope"
          / "astral-scopedom-seqres-gd-sel-gs-bib-40-2.07.fa.gz")
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from fairseq.data import Dictionary
-from hostile_inputs import Case, hostile_cases, markdown_table
+from helpers.hostile_inputs import Case, hostile_cases, markdown_table
 
 from fairseq_esm.cli import binarize as binarize_fasta
 from fairseq_esm.cli import extract, score
@@ -24,7 +24,6 @@ ENTRY_POINTS = ("binarize", "extract", "score")
 CASES = {case.name: case for case in hostile_cases()}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,6 @@ from fairseq_esm.evaluation.scope_folds import (
 )
 from fairseq_esm.io.dssp import SS8
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 DATA = Path(__file__).resolve().parents[1] / "examples/data"
 PROBES = DATA / "probes"
 SCOPE = DATA / "scope/astral-scopedom-seqres-gd-sel-gs-bib-40-2.07.fa.gz"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import read_proteins
-from training import run, tiny_data, train_args
+from helpers.proteins import read_proteins
+from helpers.training import run, tiny_data, train_args
 
 from fairseq_esm.cli import lm_table, ngram
 from fairseq_esm.cli.common import run_main

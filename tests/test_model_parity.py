@@ -7,7 +7,6 @@ loaders read the same file. Every output must agree to 1e-4 in float32.
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,8 @@ from esm.pretrained import load_model_and_alphabet_local
 from fairseq import options
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.models import build_model
-from oracle import fair_esm_model, write_official
+from helpers.oracle import fair_esm_model, write_official
+from helpers.proteins import read_proteins
 
 import fairseq_esm  # noqa: F401  (registers the models)
 from fairseq_esm.checkpoints import load_model
@@ -24,7 +24,6 @@ from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
 from fairseq_esm.modules.alphabet import load_alphabet
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "examples" / "data" / "uniprot_sample.fasta.gz"
 TOLERANCE = 1e-4
 # fairseq's namespace -> omegaconf conversion trips Hydra 1.1 deprecation warnings on every config
 pytestmark = [
@@ -36,18 +35,7 @@ LAYERS, DIM, FFN, HEADS = 3, 64, 128, 4
 
 def real_proteins(count: int = 4, max_len: int = 60) -> list[str]:
     """The first proteins of the shipped UniProt sample, cut to different lengths (so batches pad)."""
-    proteins, current = [], []
-    with gzip.open(SAMPLE, "rt") as handle:
-        for line in handle:
-            if line.startswith(">"):
-                if current:
-                    proteins.append("".join(current))
-                current = []
-                if len(proteins) == count:
-                    break
-            else:
-                current.append(line.strip())
-    return [p[: max_len - 9 * i] for i, p in enumerate(proteins)]
+    return [p[: max_len - 9 * i] for i, p in enumerate(read_proteins(count))]
 
 
 def batch(generation: str) -> torch.Tensor:

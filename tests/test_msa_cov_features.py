@@ -1,4 +1,4 @@
-"""The paper's MSA "cov" pair features in the contact ResNet: stored by preprocess/msa_split_features.py --cov-k,
+"""The paper's MSA "cov" pair features in the contact ResNet: stored by fairseq-esm-msa-split-features --cov-k,
 recomputed per protein by the dataset (--pair-feature-k), concatenated before the ResNet's first 1×1 conv."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import test_structure_tasks as structure
 import torch
-from training import environment, run
+from helpers.training import environment, run
 
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.data.integrity import DataIntegrityError
@@ -30,7 +30,6 @@ labels, built, backbone = structure.labels, structure.built, structure.backbone 
 A3M = ROOT / "examples" / "data" / "msa" / "UniRef50_E9K9Y4.a3m"
 K = 4
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cov_task(cls, data: Path, k: int = K):

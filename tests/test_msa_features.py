@@ -19,7 +19,6 @@ from fairseq_esm.inference.msa_features import (
 )
 from fairseq_esm.io.a3m import A3mFormatError, read_a3m
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 A3M = Path(__file__).resolve().parents[1] / "examples" / "data" / "msa" / "UniRef50_E9K9Y4.a3m"
 LETTERS = "ACDEFGHIKLMNPQRSTVWYXBZUO-"
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.proteins import write_fasta
 
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.ngram import main
@@ -98,10 +98,6 @@ def test_more_context_fits_train_better_but_does_not_generalise(sample_proteins)
     k4 = NgramCounts.fit(train, 4)
     assert math.exp(k4.cross_entropy(heldout, [1e-9])[0]) > 10 * heldout_ece[4]  # smoothing is what saves it
 
-
-def write_fasta(path: Path, proteins: list[str]) -> Path:
-    path.write_text("".join(f">sp|P{i:05d}| protein {i}\n{seq}\n" for i, seq in enumerate(proteins)))
-    return path
 
 
 def test_cli_writes_table_json_and_markdown(sample_proteins, tmp_path, capsys):

@@ -32,11 +32,9 @@ from fairseq_esm.evaluation.remote_homology import (
 from fairseq_esm.io.hmmer_search import all_vs_all
 from fairseq_esm.io.residues import RESIDUE_LETTERS
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 SCOPE = (Path(__file__).resolve().parents[1] / "examples/data/scope"
          / "astral-scopedom-seqres-gd-sel-gs-bib-40-2.07.fa.gz")
-SAMPLE = Path(__file__).resolve().parents[1] / "examples/data/uniprot_sample.fasta.gz"
+from helpers.proteins import SAMPLE
 
 
 def scope_records() -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from fairseq import checkpoint_utils, tasks, utils
-from training import (
+from helpers.training import (
     ROOT,
     checkpoint,
     environment,

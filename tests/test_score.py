@@ -14,6 +14,7 @@ import esm
 import numpy as np
 import pytest
 import torch
+from helpers.proteins import write_fasta
 
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
@@ -25,12 +26,7 @@ from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 SHORT = [16, 23, 59]  # 83, 61 (with an X) and 7 residues: fit a 128-position model
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def write_fasta(path: Path, proteins: list[str], prefix: str = "p") -> Path:
-    path.write_text("".join(f">{prefix}{i} some description\n{seq}\n" for i, seq in enumerate(proteins)))
-    return path
 
 
 def read_tsv(path: Path) -> list[dict[str, str]]:

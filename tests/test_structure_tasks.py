@@ -29,7 +29,7 @@ from fairseq_esm.tasks.protein_contacts import ContactPredictionTask
 from fairseq_esm.tasks.protein_ss8 import SecondaryStructureTask, StructureTaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-from training import environment, losses, run  # noqa: E402
+from helpers.training import environment, losses, run  # noqa: E402
 
 from fairseq_esm.cli import msa_split_features, structure_dataset, structure_labels
 
@@ -37,7 +37,6 @@ STRUCTURES = ROOT / "examples" / "data" / "structures"
 CB513 = ROOT / "examples" / "data" / "cb513" / "CB513_HHblits_first20.csv"
 SIZES = dict(layers=2, dim=32, ffn=64, heads=4)  # max_positions 128: 6WQA (391 residues) is windowed
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +296,7 @@ def test_predictions_do_not_depend_on_the_batch(built, backbone, task_cls, model
 
 
 def test_msa_average_features_fill_a_split(built, backbone, tmp_path):
-    """preprocess/msa_split_features.py: one MSA per protein, its weighted average in record order."""
+    """fairseq-esm-msa-split-features: one MSA per protein, its weighted average in record order."""
     data = tmp_path / "data"
     shutil.copytree(built[0], data)
     records = msa_split_features.split_records(data, "train")
@@ -331,4 +330,4 @@ def test_msa_features_of_a_missing_data_dir_is_one_error(backbone, tmp_path, cap
     argv = [str(tmp_path / "nowhere"), str(backbone), "--db", str(db)]
     assert run_main(msa_split_features.main, argv) == 2
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'nowhere'}: none of the splits train, valid, test "
-                                                "found; build the data dir with preprocess/structure_dataset.py")
+                                                "found; build the data dir with fairseq-esm-structure-dataset")

@@ -1,4 +1,4 @@
-"""Cluster-level hold-out and UR100 / UR50/S / UR50/D sets (preprocess/make_uniref_splits.py), membership
+"""Cluster-level hold-out and UR100 / UR50/S / UR50/D sets (fairseq-esm-make-uniref-splits), membership
 tables (fairseq_esm/data/clusters.py) and UR50/D cluster sampling, on real proteins with the real MMseqs2."""
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from fairseq_esm.io.clusters import (
     membership_from_table,
     run_mmseqs,
 )
-from fairseq_esm.io.fasta import read_fasta
 from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "examples" / "data" / "uniprot_sample.fasta.gz"
+from helpers.proteins import SAMPLE, read_records
+
 BIN = Path(sys.executable).parent
 EVAL = ("heldout", "valid")
 
@@ -42,11 +42,10 @@ from fairseq_esm.cli import make_uniref_splits as splits_cli  # noqa: E402
 
 
 def records(path: Path) -> list[tuple[str, str]]:
-    """``(id, sequence)`` of a FASTA file, through the project's reader."""
-    return list(read_fasta(str(path)))
+    """``(id, sequence)`` of every record of a FASTA file."""
+    return read_records(-1, path)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

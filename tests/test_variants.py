@@ -28,7 +28,6 @@ WT = "".join(FASTA.read_text().splitlines()[1:])
 FITS = dict(max_positions=320)  # 286 residues + <cls>/<eos> fit
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     present = [split for split in args.splits if (args.data / f"{split}.names.txt").exists()]
     if not present:
         raise UsageError(f"{args.data}: none of the splits {', '.join(args.splits)} found; build the data dir with "
-                         "preprocess/structure_dataset.py")
+                         "fairseq-esm-structure-dataset")
     from fairseq_esm.checkpoints import load_model, pick_device
 
     model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)

@@ -1,4 +1,4 @@
-"""``python -m fairseq_esm.cli.ngram --train T.fasta --valid V.fasta --heldout H.fasta``: the paper's
+"""``fairseq-esm-ngram --train T.fasta --valid V.fasta --heldout H.fasta``: the paper's
 n-gram baseline. For every context size k, count the training proteins once, choose the Laplace alpha
 with the lowest validation ECE, and score the held-out proteins at that alpha; the best model overall is
 chosen on validation ECE alone. Each FASTA file goes through the project's residue policy (report on

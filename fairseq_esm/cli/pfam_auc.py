@@ -1,4 +1,4 @@
-"""``python -m fairseq_esm.cli.pfam_auc``: aligned vs unaligned residue-pair cosine AUC over Pfam Stockholm
+"""``fairseq-esm-pfam-auc``: aligned vs unaligned residue-pair cosine AUC over Pfam Stockholm
 alignments (Table S1 of Rives et al. 2021), per family and averaged; ``--untrained`` scores a random-init model
 of the checkpoint's shape instead. Definitions: :mod:`fairseq_esm.evaluation.alignment_auc`.
 """

@@ -1,4 +1,4 @@
-"""``python -m fairseq_esm.cli.plots``: PNG pictures of a checkpoint: t-SNE of its output amino-acid embeddings
+"""``fairseq-esm-plots``: PNG pictures of a checkpoint: t-SNE of its output amino-acid embeddings
 coloured by biochemical class (Figure 1), and per-family Pfam AUC histograms from ``pfam_auc --json`` files.
 """
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     retell(parser, "device", "torch device (default: cpu)")
     add_out(parser, "directory the PNG files go to (created)", type=Path, old=("--out-dir",))
     parser.add_argument("--auc-json", type=Path, action="append", default=[],
-                        help="a pfam_auc --json summary; repeat to overlay (e.g. trained and --untrained)")
+                        help="a fairseq-esm-pfam-auc --json summary; repeat to overlay (e.g. trained and --untrained)")
     parser.add_argument("--untrained", action="store_true", help="also draw the t-SNE of a random-init model")
     parser.add_argument("--seed", type=int, default=1, help="t-SNE seed and --untrained's init seed")
     return parser
@@ -39,7 +39,7 @@ def read_summary(path: Path) -> dict:
         if missing or not summary["families"] or not all("auc" in row for row in summary["families"]):
             raise ValueError(f"missing {', '.join(sorted(missing)) or 'per-family AUCs'}")
     except (ValueError, TypeError, AttributeError) as err:
-        raise UsageError(f"{path}: not a pfam_auc --json summary ({err})") from None
+        raise UsageError(f"{path}: not a fairseq-esm-pfam-auc --json summary ({err})") from None
     return summary
 
 

@@ -1,6 +1,6 @@
 """``fairseq-esm-probes CHECKPOINT``: linear SS8 and contact probes with SCOPe-level cross-validation (Table 3).
 
-Labelled chains (``preprocess/structure_labels.py`` output directories) get SCOPe domains by MMseqs2
+Labelled chains (``fairseq-esm-structure-labels`` output directories) get SCOPe domains by MMseqs2
 transfer from an ASTRAL FASTA (rule in :mod:`fairseq_esm.evaluation.scope_folds`), or from a table a
 previous run saved. For each held-out level (family, superfamily, fold) the domains are split into
 ``--folds`` partitions by group; each partition is scored by probes fitted on the others
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairseq-esm-probes", description=__doc__.splitlines()[0])
     add_model_args(parser)
     parser.add_argument("--labels", action="append", required=True, type=Path,
-                        help="a preprocess/structure_labels.py output directory (repeat for several)")
+                        help="a fairseq-esm-structure-labels output directory (repeat for several)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--scope", default=SCOPE_FASTA, help="ASTRAL SCOPe FASTA searched with mmseqs "
                         "(default %(default)s)")

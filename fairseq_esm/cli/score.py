@@ -5,7 +5,7 @@ PLL masks every residue in turn (L masked copies per protein, batched under ``--
 proteins longer than the model's context are scored with each masked copy cut to the window centred
 on it. ECE masks each protein exactly as ``fairseq-validate`` masks record *i* of a held-out split
 with the same ``--seed`` and masking flags (long proteins get the same seeded crop), so the ECE of
-a FASTA binarized with ``preprocess/binarize_fasta.py`` equals fairseq-validate's ``ppl`` on it.
+a FASTA binarized with ``fairseq-esm-binarize`` equals fairseq-validate's ``ppl`` on it.
 """
 
 from __future__ import annotations

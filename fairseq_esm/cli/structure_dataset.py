@@ -54,16 +54,16 @@ def read_label_dir(directory: Path) -> list[Chain]:
     fasta, ss8_path = directory / "labels.fasta", directory / "ss8.txt"
     for path in (fasta, ss8_path):
         if not path.is_file():
-            raise UsageError(f"{path} not found: {directory} is not a preprocess/structure_labels.py output dir")
+            raise UsageError(f"{path} not found: {directory} is not a fairseq-esm-structure-labels output dir")
     records, states = read_fasta(fasta), ss8_path.read_text().splitlines()
     if len(records) != len(states):
         raise UsageError(f"{ss8_path} has {len(states)} lines but {fasta} has {len(records)} records; "
-                         "rerun preprocess/structure_labels.py")
+                         "rerun fairseq-esm-structure-labels")
     chains = []
     for line, ((name, sequence), ss8) in enumerate(zip(records, states), start=1):
         if len(ss8) != len(sequence):
             raise UsageError(f"{ss8_path} line {line} ({name}): {len(ss8)} states for {len(sequence)} residues; "
-                             "rerun preprocess/structure_labels.py")
+                             "rerun fairseq-esm-structure-labels")
         contacts = directory / "contacts" / f"{name}.npy"
         if not contacts.is_file():
             raise UsageError(f"{contacts} not found ({name} of {fasta})")

@@ -1,4 +1,4 @@
-"""``python -m fairseq_esm.cli.unigram_ece DATA_DIR``: the unigram baseline's held-out ECE.
+"""``fairseq-esm-unigram-ece DATA_DIR``: the unigram baseline's held-out ECE.
 
 The held-out masked set is built through the ``protein_mlm`` task with the same options and
 seed as training, so its targets are the ones ``fairseq-validate`` scores.

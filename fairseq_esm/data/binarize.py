@@ -1,6 +1,6 @@
 """FASTA straight to fairseq's mmap dataset (``.bin``/``.idx``) plus an ``.ids`` sidecar.
 
-Writes, byte for byte, what ``preprocess/fasta_to_text.py`` followed by ``fairseq-preprocess
+Writes, byte for byte, what ``fairseq-esm-fasta-to-text`` followed by ``fairseq-preprocess
 --only-source --srcdict fairseq_esm/dicts/esm1b.txt --dataset-impl mmap`` writes: each record's
 residue indices then ``</s>`` (2), as ``best_fitting_int_dtype(len(dict))`` (uint16 for ESM's 33
 symbols); the index is fairseq's ``MMapIndexedDataset.Index`` (magic, version 1, dtype code,

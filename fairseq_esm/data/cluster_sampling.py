@@ -28,7 +28,7 @@ def load_cluster_index(split_path: str, n_records: int) -> np.ndarray:
     if not os.path.exists(path):
         raise DataIntegrityError(
             f"--cluster-sampling needs {path} (the 50% cluster of every record); "
-            "make it with preprocess/make_uniref_splits.py or drop --cluster-sampling"
+            "make it with fairseq-esm-make-uniref-splits or drop --cluster-sampling"
         )
     try:
         clusters = np.load(path, allow_pickle=False)

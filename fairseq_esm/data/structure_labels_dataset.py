@@ -1,6 +1,6 @@
 """Proteins with per-residue SS8 labels and contact maps, stored for fairseq and batched for the supervised heads.
 
-A split ``DIR/{split}`` is fairseq mmap datasets side by side (``preprocess/structure_dataset.py`` writes them):
+A split ``DIR/{split}`` is fairseq mmap datasets side by side (``fairseq-esm-structure-dataset`` writes them):
 
 - ``{split}.bin/.idx``: residue ids then ``</s>``, as ``fairseq-preprocess --srcdict dicts/esm1b.txt`` writes;
 - ``{split}.ss8.bin/.idx``: int8 per residue, 0..7 for ``H G I E B T S C``, ``-1`` = not scored;
@@ -8,7 +8,7 @@ A split ``DIR/{split}`` is fairseq mmap datasets side by side (``preprocess/stru
 - ``{split}.names.txt``: one record name per line;
 - ``{split}.features.npy`` (optional): float32 (residues of the split, D), extra per-residue features
   (e.g. MSA-averaged representations) in record order, read memory-mapped;
-- ``{split}.msa_{proj,present,weights,members}.npy`` (optional, ``preprocess/msa_split_features.py --cov-k K``):
+- ``{split}.msa_{proj,present,weights,members}.npy`` (optional, ``fairseq-esm-msa-split-features --cov-k K``):
   each protein's MSA members projected on K principal directions, from which the paper's "cov" pair features
   (K*K, L, L) are computed per item (``weighted_covariance``), read memory-mapped.
 """
@@ -71,7 +71,7 @@ class SplitWriter:
 def _open(prefix: str, what: str) -> MMapIndexedDataset:
     if not MMapIndexedDataset.exists(prefix):
         raise FileNotFoundError(f"{prefix}.idx/.bin ({what}) not found; build the data with "
-                                "preprocess/structure_dataset.py")
+                                "fairseq-esm-structure-dataset")
     return MMapIndexedDataset(prefix)
 
 
@@ -84,7 +84,7 @@ class MsaMembers:
             path = f"{prefix}.msa_{key}.npy"
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path} not found (--pair-feature-k {k} needs "
-                                        f"preprocess/msa_split_features.py --cov-k {k})")
+                                        f"fairseq-esm-msa-split-features --cov-k {k})")
             arrays[key] = np.load(path, mmap_mode="r")
         self.proj, self.present, self.weights = arrays["proj"], arrays["present"], arrays["weights"]
         counts = np.asarray(arrays["members"], dtype=np.int64)

@@ -2,7 +2,7 @@
 
 The ESM-1b paper's linear projections (appendix "Linear projections") use SCOPe 2.07 domains and split
 them, independently per level, into five sets of families, superfamilies or folds. Here the labelled
-chains come from ``preprocess/structure_labels.py``; each chain gets SCOPe domains by transfer from
+chains come from ``fairseq-esm-structure-labels``; each chain gets SCOPe domains by transfer from
 MMseqs2 hits against an ASTRAL FASTA (:data:`RULE`): a hit with at least ``min_identity`` sequence
 identity covering at least ``min_coverage`` of the domain gives the chain region it aligns to that
 domain's sccs. One chain may carry several (non-overlapping) domains; each becomes its own example,
@@ -148,7 +148,7 @@ class LabelledDomain:
 
 
 def read_labels(directory: str | Path) -> list[tuple[str, str, str, np.ndarray]]:
-    """``(name, sequence, ss8, contacts)`` of every chain ``preprocess/structure_labels.py`` wrote to ``directory``."""
+    """``(name, sequence, ss8, contacts)`` of every chain ``fairseq-esm-structure-labels`` wrote to ``directory``."""
     directory = Path(directory)
     records = list(read_fasta(str(directory / "labels.fasta"), ResiduePolicy()))
     states = (directory / "ss8.txt").read_text().splitlines()
@@ -159,7 +159,7 @@ def read_labels(directory: str | Path) -> list[tuple[str, str, str, np.ndarray]]
         contacts = np.load(directory / "contacts" / f"{name}.npy")
         if len(ss8) != len(sequence) or contacts.shape != (len(sequence), len(sequence)):
             raise FoldError(f"{directory}: {name} has {len(sequence)} residues, {len(ss8)} DSSP states and a "
-                            f"{contacts.shape} contact map; re-run preprocess/structure_labels.py")
+                            f"{contacts.shape} contact map; re-run fairseq-esm-structure-labels")
         chains.append((name, sequence, ss8, contacts))
     return chains
 

@@ -1,7 +1,7 @@
 """Streaming FASTA reading and the one residue policy every tool in this package applies.
 
-Both binarization paths (``preprocess/fasta_to_text.py`` + ``fairseq-preprocess`` and
-``preprocess/binarize_fasta.py``) and any later extraction/scoring tool read proteins through
+Both binarization paths (``fairseq-esm-fasta-to-text`` + ``fairseq-preprocess`` and
+``fairseq-esm-binarize``) and any later extraction/scoring tool read proteins through
 :func:`clean_fasta`, so a FASTA file always becomes the same residues. Nothing is dropped
 without being counted in the :class:`FastaReport`.
 

@@ -4,7 +4,7 @@ Same data dir, backbone and feature plumbing as ``protein_ss8`` (``tasks/seconda
 ``{split}.contacts`` (L×L, ``-1`` where a residue is unresolved), so only splits built from structures (train,
 valid) have it: CB513 has none. Memory grows with L²: ``--max-positions`` bounds the proteins batched.
 ``--pair-feature-k K`` adds the paper's MSA "cov" pair features (K*K maps, supplement 13), computed per protein
-from the members ``preprocess/msa_split_features.py --cov-k K`` stored.
+from the members ``fairseq-esm-msa-split-features --cov-k K`` stored.
 """
 
 from fairseq.tasks import register_task

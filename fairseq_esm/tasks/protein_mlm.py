@@ -67,7 +67,7 @@ class ProteinMLMConfig(FairseqDataclass):
     cluster_sampling: bool = field(
         default=False,
         metadata={"help": "UR50/D: the train split draws one member per 50% cluster per epoch "
-                  "(cluster of each record from {split}.clusters.npy, see preprocess/make_uniref_splits.py)"},
+                  "(cluster of each record from {split}.clusters.npy, see fairseq-esm-make-uniref-splits)"},
     )
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")

@@ -1,6 +1,6 @@
 """The ``protein_ss8`` task: 8-state secondary structure per residue with a head on ESM representations.
 
-Reads a data dir of ``preprocess/structure_dataset.py`` (train / valid from DSSP labels of structures, ``test`` =
+Reads a data dir of ``fairseq-esm-structure-dataset`` (train / valid from DSSP labels of structures, ``test`` =
 CB513), one protein per sample, batched by ``--max-tokens``. The backbone is the model's business
 (``--pretrained-checkpoint``, ``models/backbone.py``); the task supplies the alphabet it must match and, with
 ``--feature-dim D``, extra per-residue features from ``{split}.features.npy`` (and, for contacts,
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class StructureTaskConfig(FairseqDataclass):
-    data: str = field(default="???", metadata={"help": "data dir of preprocess/structure_dataset.py"})
+    data: str = field(default="???", metadata={"help": "data dir of fairseq-esm-structure-dataset"})
     alphabet: ChoiceEnum(["esm1b", "esm1"]) = field(  # type: ignore[valid-type]
         default="esm1b", metadata={"help": "alphabet of the backbone: esm1b (<cls> ... <eos>) or esm1 (<cls> ...)"}
     )
@@ -43,7 +43,7 @@ class StructureTaskConfig(FairseqDataclass):
     )
     pair_feature_k: int = field(
         default=0, metadata={"help": "protein_contacts: K*K MSA cov pair features from {split}.msa_*.npy "
-                             "(preprocess/msa_split_features.py --cov-k K; 0: none)"}
+                             "(fairseq-esm-msa-split-features --cov-k K; 0: none)"}
     )
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import read_proteins
+from helpers.proteins import read_proteins
 
 STANDARD = set("ACDEFGHIKLMNPQRSTVWY")
 NOTHING_LEFT = r"no (record survived|protein left)"  # binarize/score vs extract wording

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 #: 240 train proteins, --max-tokens 1024, --max-positions 64: 15 batches per epoch
 TRAIN_PROTEINS, VALID_PROTEINS = 240, 40
