@@ -65,6 +65,7 @@ def test_docs_list_every_tool_and_flag(parsers):
     text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     sections = dict(re.findall(r"^## `([\w-]+)`\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))
     assert set(parsers) <= set(sections), f"tools missing from docs/cli.md: {sorted(set(parsers) - set(sections))}"
+    assert set(sections) <= set(parsers), f"docs/cli.md documents no such tool: {sorted(set(sections) - set(parsers))}"
     missing = [f"{name}: {option}" for name, parser in parsers.items()
                for option in sorted(visible_options(parser)) if f"`{option}" not in sections[name]]
     assert not missing, "flags missing from docs/cli.md:\n" + "\n".join(missing)
