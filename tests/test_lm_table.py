@@ -55,7 +55,7 @@ def test_usage_errors_are_one_line(trained, tmp_path, capsys):
     assert run_main(lm_table.main, [str(data)]) == 2
     assert "nothing to score" in capsys.readouterr().err
     assert run_main(lm_table.main, [str(data), "--model", f"x={tmp_path / 'none.pt'}"]) == 2
-    assert "no checkpoint at" in capsys.readouterr().err
+    assert f"error: {tmp_path / 'none.pt'}: no such file — check the path" in capsys.readouterr().err
     fasta = tmp_path / "not_a_checkpoint.pt"
     fasta.write_text(">p\nMKV\n")
     assert run_main(lm_table.main, [str(data), "--model", f"x={fasta}"]) == 2

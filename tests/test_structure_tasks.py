@@ -205,7 +205,7 @@ def test_validate_evaluates_the_saved_backbone(trained, built, official_checkpoi
 
 def test_missing_or_mismatched_backbone_is_one_error(built, official_checkpoint, tmp_path):
     data, _ = built
-    for backbone, message in ((tmp_path / "nope.pt", "no checkpoint at"),
+    for backbone, message in ((tmp_path / "nope.pt", f"{tmp_path / 'nope.pt'}: no such file"),
                               (official_checkpoint("esm1", **SIZES), "is an esm1 model")):
         proc = subprocess.run(["fairseq-train", *train_args(data, backbone, tmp_path / "ck", "--max-update", "1")],
                               cwd=ROOT, env=environment(), capture_output=True, text=True)

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
+from fairseq_esm.checkpoints.pt_files import REGRESSION_KEYS, CheckpointError, load_weights
 from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
 from fairseq_esm.modules.esm1 import ESM1, EsmConfig
 from fairseq_esm.modules.generations import ESM_1B
-from fairseq_esm.checkpoints.pt_files import REGRESSION_KEYS, CheckpointError, load_weights
 
 #: what ``from_pretrained`` reads weights from, plain or sharded
 WEIGHT_FILES = (

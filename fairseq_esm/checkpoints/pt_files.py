@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import pickle
 import warnings
 from pathlib import Path
@@ -20,10 +21,10 @@ from typing import Any, NamedTuple
 
 import torch
 
+from fairseq_esm.errors import InputError
 from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
 from fairseq_esm.modules.esm1 import ESM1, EsmConfig
 from fairseq_esm.modules.generations import OFFICIAL_ARCHS, Generation, generation_of_arch
-from fairseq_esm.errors import InputError
 
 REGRESSION_KEYS = ("contact_head.regression.weight", "contact_head.regression.bias")
 SIZE_FIELDS = ("layers", "embed_dim", "ffn_embed_dim", "attention_heads")
@@ -69,7 +70,7 @@ def read_file(path: str | Path, allow_unsafe: bool = False) -> Any:
     """``torch.load`` on CPU, tensors and ``argparse.Namespace`` only unless ``allow_unsafe``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", str(path))
     # allow-listed globally: the safe_globals context manager would, on exit, also drop a caller's entry
     torch.serialization.add_safe_globals([argparse.Namespace])
     try:

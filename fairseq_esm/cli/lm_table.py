@@ -10,6 +10,7 @@ row with that label (or label prefix).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 from pathlib import Path
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(model_row(label, model, task, criterion, args))
     for label, path in args.model:
         if not Path(path).is_file():
-            raise UsageError(f"no checkpoint at {path}")
+            raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", path)
         rows.append(model_row(label, *load_checkpoint(path, args.data, args.seed), args))
     for row in rows:
         row["paper ECE"] = paper_figure(row["model"], dict(args.paper))
