@@ -84,11 +84,12 @@ def add_max_tokens(parser: argparse.ArgumentParser, default: int = 4096) -> None
     add_alias(parser, "--max-tokens", "--toks-per-batch", "--toks_per_batch")
 
 
-def add_threads(parser: argparse.ArgumentParser) -> None:
-    """``--threads``: how many CPU threads the tool (and any program it runs) may use."""
+def add_threads(parser: argparse.ArgumentParser, help: Optional[str] = None) -> None:
+    """``--threads``: how many CPU threads the tool (and any program it runs) may use (``help`` for a tool whose
+    external program keeps another default)."""
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads to use: torch intra-op threads and those of any program the tool runs "
-                        "(default: every core)")
+                        help=help or "CPU threads to use: torch intra-op threads and those of any program the tool "
+                        "runs (default: every core)")
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
@@ -96,22 +97,26 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
-    """``checkpoint`` plus ``--device``, ``--threads`` and ``--allow-unsafe``: what loading a model needs."""
+def add_checkpoint_args(parser: argparse.ArgumentParser, device: Optional[str] = None,
+                        threads_help: Optional[str] = None) -> None:
+    """``checkpoint`` plus ``--device`` (default ``device``, else cuda if available), ``--threads`` and
+    ``--allow-unsafe``: what loading a model needs."""
     parser.add_argument(
         "checkpoint",
         help="checkpoint of fairseq-train --user-dir fairseq_esm, an official fair-esm .pt, "
         "or a HuggingFace EsmForMaskedLM directory (needs transformers)",
     )
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    add_threads(parser)
+    parser.add_argument("--device", default=device,
+                        help=f"torch device (default: {device or 'cuda if available, else cpu'})")
+    add_threads(parser, threads_help)
     parser.add_argument("--allow-unsafe", action="store_true",
                         help="unpickle arbitrary objects in the checkpoint (only for files you trust)")
 
 
-def add_model_args(parser: argparse.ArgumentParser, max_tokens: int = 4096) -> None:
+def add_model_args(parser: argparse.ArgumentParser, max_tokens: int = 4096, device: Optional[str] = None,
+                   threads_help: Optional[str] = None) -> None:
     """:func:`add_checkpoint_args` plus ``--max-tokens``: what running a model on proteins needs."""
-    add_checkpoint_args(parser)
+    add_checkpoint_args(parser, device, threads_help)
     add_max_tokens(parser, max_tokens)
 
 

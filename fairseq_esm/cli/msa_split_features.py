@@ -112,9 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairseq-esm-msa-split-features", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path, help="data dir of fairseq-esm-structure-dataset")
-    add_model_args(parser)
-    parser._option_string_actions["--threads"].help = (
-        "CPU threads: torch intra-op threads and MMseqs2 threads (default: torch's own choice; 1 for MMseqs2)")
+    add_model_args(parser, threads_help="CPU threads: torch intra-op threads and MMseqs2 threads "
+                   "(default: torch's own choice; 1 for MMseqs2)")
     parser.add_argument("--db", required=True, help="FASTA database to search (plain or .gz)")
     parser.add_argument("--splits", nargs="+", default=["train", "valid", "test"])
     parser.add_argument("--max-rows", type=int, default=64, help="query + members averaged (default %(default)s)")

@@ -15,20 +15,13 @@ from fairseq_esm.cli.common import UsageError, add_checkpoint_args, add_out, app
 def build_parser() -> argparse.ArgumentParser:
     """Checkpoint, output directory, optional AUC summaries."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-plots", description=__doc__.splitlines()[0].split(": ", 1)[1])
-    add_checkpoint_args(parser)
-    parser.set_defaults(device="cpu")  # the pictures need no GPU, and --untrained's seeded init stays the same
-    retell(parser, "device", "torch device (default: cpu)")
+    add_checkpoint_args(parser, device="cpu")  # no GPU needed, and --untrained's seeded init stays the same
     add_out(parser, "directory the PNG files go to (created)", type=Path, old=("--out-dir",))
     parser.add_argument("--auc-json", type=Path, action="append", default=[],
                         help="a fairseq-esm-pfam-auc --json summary; repeat to overlay (e.g. trained and --untrained)")
     parser.add_argument("--untrained", action="store_true", help="also draw the t-SNE of a random-init model")
     parser.add_argument("--seed", type=int, default=1, help="t-SNE seed and --untrained's init seed")
     return parser
-
-
-def retell(parser: argparse.ArgumentParser, dest: str, help: str) -> None:
-    """Replace the help of a shared model flag whose meaning differs here."""
-    next(action for action in parser._actions if action.dest == dest).help = help
 
 
 def read_summary(path: Path) -> dict:
