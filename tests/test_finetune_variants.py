@@ -1,28 +1,34 @@
 """Mutational-effect fine-tuning (Figure 7) on real TEM-1 beta-lactamase DMS rows (the shipped Stiffler
-2015 slice): the head is the zero-shot masked marginal before training, the folds partition the
-variants, training lowers the training loss, and the CLI writes its tables and counts every row."""
+2015 slice): the head is the zero-shot masked marginal before training, the task's batches score exactly what
+the head scores, the folds partition the variants, fairseq-train (the task, in process or as a command) lowers
+the training loss and --train-layers freezes the rest, and the CLI writes its tables and counts every row."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers.training import checkpoint, run, update_stats
 
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.finetune_variants import build_parser, main
+from fairseq_esm.criterions.mutational_effect import variant_scores
+from fairseq_esm.data.integrity import DataIntegrityError
+from fairseq_esm.data.mutational_effect import MutationalEffectDataset, read_split, write_data_dir
 from fairseq_esm.evaluation.mutational_finetune import (
     FinetuneConfig,
     VariantHead,
-    finetune,
+    cross_validate,
     fold_ids,
     standardise,
     subsample,
-    training_loss,
+    variant_code,
 )
 from fairseq_esm.inference.mutations import check_rows
 from fairseq_esm.inference.variant_scoring import score_variants
@@ -33,7 +39,9 @@ FASTA = DMS / "BLAT_ECOLX.fasta"
 SLICE = DMS / "BLAT_ECOLX_Stiffler_2015_slice.csv"
 WT = "".join(FASTA.read_text().splitlines()[1:])
 TINY = dict(layers=2, dim=32, ffn=64, heads=4)  # max_positions 128: the 286-residue protein is windowed
-
+#: fairseq-train's options for the TINY official model
+TINY_ARCH = ["--arch", "esm1b", "--encoder-layers", "2", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+             "--encoder-attention-heads", "4", "--max-positions", "128"]
 
 
 @pytest.fixture(scope="module")
@@ -72,23 +80,74 @@ def test_folds_partition_the_variants_80_20_and_are_deterministic():
     assert len(subsample(313, 50, 1)) == 50 and subsample(313, 500, 1) == list(range(313))
 
 
-def test_training_reduces_training_loss_and_train_layers_freezes_the_rest(official_checkpoint, dms_rows):
-    model, alphabet = load_model(official_checkpoint("esm1b", **TINY))
+def test_task_batches_score_what_the_head_scores(tiny, dms_rows, tmp_path):
+    """One sample per position set: the masked window of ``window_query`` and, through the criterion's scoring,
+    the head's score of every variant (singles and doubles, one batch)."""
+    model, alphabet = tiny
     budget = residue_budget(model.max_positions(), alphabet)
+    singles = [r["mutant"] for r in dms_rows[::5]]
+    codes = singles + [f"{singles[3]}:{singles[9]}", f"{singles[0]}:{singles[20]}", singles[3]]
+    variants = variants_of(codes, budget)
+    targets = np.linspace(-1, 1, len(variants))
+    data = write_data_dir(tmp_path / "data", WT, {"train": ([variant_code(v) for v in variants], targets)})
+    dataset = MutationalEffectDataset(alphabet, WT, *read_split(data / "train.tsv", WT, budget), budget)
+    head = VariantHead(alphabet, WT, variants, budget)
+    assert len(dataset) == len(head.queries) < len(variants)
+    for item, query in zip([dataset[i] for i in range(len(dataset))], head.queries):
+        expected = query.tokens.clone()
+        expected[list(query.mask_at)] = alphabet.mask_idx
+        assert torch.equal(item["tokens"], expected) and tuple(item["read_at"].tolist()) == query.read_at
+    batch = dataset.collater([dataset[i] for i in range(len(dataset))])
+    order = [i for members in dataset.members for i in members]
+    with torch.no_grad():
+        scores = variant_scores(model, batch).numpy()
+    assert scores == pytest.approx(head.predict(model)[order], abs=1e-5)
+    assert batch["target"].numpy() == pytest.approx(targets[order])
+    (data / "bad.tsv").write_text("mutant\tscore\nS68A\t0.5\nS68G:S68A\t1\n")
+    with pytest.raises(DataIntegrityError, match=r"bad.tsv:3: 'S68G:S68A' mutates a position twice"):
+        read_split(data / "bad.tsv", WT, budget)
+
+
+def test_cross_validate_trains_through_fairseq_and_leaves_the_model_alone(tiny, dms_rows):
+    model, alphabet = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     rows = dms_rows[:80]
-    head = VariantHead(alphabet, WT, variants_of([r["mutant"] for r in rows], budget), budget)
-    values = np.array([float(r["DMS_score"]) for r in rows])
-    targets = torch.from_numpy(standardise(values, values)).float()
-    before = training_loss(model, head, targets)
-    first = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = FinetuneConfig(epochs=4, lr=1e-3, batch_sequences=8, train_layers=1)
-    losses = finetune(model, head, targets, cfg, np.random.default_rng(0))
-    after = training_loss(model, head, targets)
-    assert len(losses) == 4 and after < 0.8 * before, (before, after, losses)
-    state = model.state_dict()
-    assert torch.equal(state["layers.0.self_attn.q_proj.weight"], first["layers.0.self_attn.q_proj.weight"])
-    assert torch.equal(state["embed_tokens.weight"], first["embed_tokens.weight"])
-    assert not torch.equal(state["layers.1.self_attn.q_proj.weight"], first["layers.1.self_attn.q_proj.weight"])
+    variants = variants_of([r["mutant"] for r in rows], residue_budget(model.max_positions(), alphabet))
+    cfg = FinetuneConfig(folds=2, epochs=4, lr=1e-3, batch_sequences=8, train_layers=1)
+    results = cross_validate(model, alphabet, WT, variants, [float(r["DMS_score"]) for r in rows], cfg, progress=False)
+    assert [(r.n_train, r.n_test) for r in results] == [(40, 40), (40, 40)]
+    for r in results:  # each epoch's mean training MSE, as fairseq logged it
+        assert len(r.train_loss) == 4 and r.train_loss[-1] < 0.8 * r.train_loss[0], r.train_loss
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_fairseq_train_and_validate_with_the_task(official_checkpoint, dms_rows, tmp_path):
+    """The task as a user runs it: fairseq-train with --train-layers 1, then fairseq-validate with the same
+    criterion prints the mean squared error of the trained head on the held-out variants."""
+    start = official_checkpoint("esm1b", **TINY)
+    codes, values = [r["mutant"] for r in dms_rows[:160]], np.array([float(r["DMS_score"]) for r in dms_rows[:160]])
+    scaled = standardise(values, values[:120])
+    data = write_data_dir(tmp_path / "data", WT, {"train": (codes[:120], scaled[:120]),
+                                                   "valid": (codes[120:], scaled[120:])})
+    save = tmp_path / "ck"
+    log = run(["fairseq-train", str(data), "--user-dir", "fairseq_esm", "--task", "mutational_effect", "--criterion",
+               "mutational_effect", *TINY_ARCH, "--pretrained-checkpoint", str(start), "--train-layers", "1",
+               "--optimizer", "adam", "--lr", "1e-3", "--weight-decay", "0.01", "--lr-scheduler", "fixed",
+               "--batch-size", "8", "--max-update", "6", "--disable-validation", "--save-dir", str(save),
+               "--no-epoch-checkpoints", "--num-workers", "0", "--cpu", "--log-format", "json", "--log-interval", "1"])
+    assert sorted(update_stats(log)) == list(range(1, 7))
+    trained, first = checkpoint(save / "checkpoint_last.pt")["model"], load_model(start)[0].state_dict()
+    for frozen in ("layers.0.self_attn.q_proj.weight", "embed_tokens.weight"):
+        assert torch.equal(trained[frozen], first[frozen])
+    assert not torch.equal(trained["layers.1.self_attn.q_proj.weight"], first["layers.1.self_attn.q_proj.weight"])
+    out = run(["fairseq-validate", str(data), "--user-dir", "fairseq_esm", "--task", "mutational_effect",
+               "--criterion", "mutational_effect", "--path", str(save / "checkpoint_last.pt"),
+               "--valid-subset", "valid", "--batch-size", "8", "--num-workers", "0", "--cpu"])
+    printed = float(re.search(r"valid on 'valid' subset \| loss ([\d.]+)", out).group(1))
+    model, alphabet = load_model(save / "checkpoint_last.pt")
+    budget = residue_budget(model.max_positions(), alphabet)
+    predicted = VariantHead(alphabet, WT, variants_of(codes[120:], budget), budget).predict(model)
+    assert printed == pytest.approx(float(np.mean((predicted - scaled[120:]) ** 2)), abs=2e-4)
 
 
 def write_table(path: Path, rows: list[dict[str, str]]) -> Path:

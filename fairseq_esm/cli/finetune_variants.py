@@ -1,6 +1,7 @@
 """``fairseq-esm-finetune-variants CHECKPOINT --table DMS.csv --sequence WT.fasta``: fine-tune
 the model to predict one protein's measured mutational effects (the paper's Figure 7) in k-fold
-cross-validation, next to the zero-shot masked-marginal score on the same folds.
+cross-validation, next to the zero-shot masked-marginal score on the same folds. Each fold trains through
+fairseq's own loop (``--task mutational_effect --criterion mutational_effect``, fairseq's adam, constant lr).
 
 Rows are checked as ``fairseq-esm-variants`` checks them; only ``ok`` rows with a numeric score enter the
 folds. Every other row is counted on stderr and in the JSON: unscorable codes by status, ``duplicate``
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from fairseq_esm.evaluation.mutational_finetune import FoldResult
     from fairseq_esm.inference.mutations import RowCheck
 
-DESCRIPTION = "Fine-tune on a deep mutational scan in k-fold cross-validation; zero-shot score as baseline."
+DESCRIPTION = ("Fine-tune on a deep mutational scan in k-fold cross-validation (fairseq's training loop); "
+               "zero-shot score as baseline.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,15 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_table_args(parser, "DMS_score", "column of measured scores (default %(default)s)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5: 80/20)")
     parser.add_argument("--epochs", type=int, default=3, help="passes over each training part (default 3)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate, constant (default %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=0.01,
+                        help="decoupled weight decay of fairseq's adam, as AdamW (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8,
-                        help="masked wild-type copies per step; each carries every variant at its positions "
+                        help="masked wild-type copies per update; each carries every variant at its positions "
                         "(default %(default)s)")
     add_alias(parser, "--batch-size", "--batch-sequences")
     parser.add_argument("--train-layers", type=int, help="train only the last N layers and the LM head (default: all)")
     parser.add_argument("--max-variants", type=int, help="use a seeded subsample of at most N variants")
-    parser.add_argument("--seed", type=int, default=1, help="folds, subsample and batch order (default 1)")
+    parser.add_argument("--seed", type=int, default=1, help="folds, subsample and fairseq's batch order (default 1)")
     parser.add_argument("--json", required=True, help="results as JSON")
     parser.add_argument("--markdown", required=True, help="results as a markdown table")
     add_progress(parser)

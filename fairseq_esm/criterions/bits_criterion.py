@@ -2,7 +2,8 @@
 
 A criterion sums its loss in nats over ``sample_size`` scored units (masked tokens, residues, pairs) and puts
 counts in its logging output; :meth:`BitsCriterion.reduce_metrics` logs ``loss`` in bits per unit, so fairseq's
-``ppl`` is the paper's ECE, and each ratio the subclass declares.
+``ppl`` is the paper's ECE, and each ratio the subclass declares. A loss that is not a cross-entropy (the squared
+error of ``mutational_effect``) sets ``loss_scale = 1`` and is logged as it is, per unit.
 """
 
 import math
@@ -27,8 +28,11 @@ BITS = 1 / math.log(2)
 
 
 class BitsCriterion(FairseqCriterion):
-    """Base class: ``loss`` in bits per ``sample_size`` unit, plus the subclass's ``ratios`` and derived ppls."""
+    """Base class: ``loss`` per ``sample_size`` unit (in bits unless ``loss_scale`` says otherwise), plus the
+    subclass's ``ratios`` and derived ppls."""
 
+    #: factor from the summed loss to the logged one: nats -> bits
+    loss_scale = BITS
     #: decimals of the logged loss
     loss_round = 3
     #: further metrics computed from summed counts
@@ -44,14 +48,15 @@ class BitsCriterion(FairseqCriterion):
 
     @classmethod
     def reduce_metrics(cls, logging_outputs: list[dict[str, Any]]) -> None:
-        """Sum the counts of all workers and log ``loss`` (bits per unit), the ratios and the perplexities."""
+        """Sum the counts of all workers and log ``loss`` (per unit, times ``loss_scale``), the ratios and the
+        perplexities."""
 
         def total(key: str) -> float:
             return sum(float(log.get(key, 0.0)) for log in logging_outputs)
 
         size = total("sample_size")
         if size:
-            metrics.log_scalar("loss", total("loss") / size * BITS, size, round=cls.loss_round)
+            metrics.log_scalar("loss", total("loss") / size * cls.loss_scale, size, round=cls.loss_round)
         for ratio in cls.ratios:
             denominator = total(ratio.denominator)
             if denominator:

@@ -8,14 +8,19 @@ masked marginal of Meier et al. 2021, ``inference.variant_scoring``), so before 
 variants mutating the same positions share one masked forward of the wild type. The paper "regresses
 the scaled mutational effect": we minimise the mean squared error between the head's score and the
 measured score standardised with the training fold's mean and standard deviation.
+
+Training is fairseq's own loop: each fold's training part is written as a ``mutational_effect`` data dir and
+trained by fairseq-train's ``main`` (task and criterion ``mutational_effect``, ``tasks/mutational_training.py``)
+from the given model; the trained checkpoint then scores the held-out fold with :class:`VariantHead`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -23,16 +28,20 @@ import torch
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
+from fairseq_esm.checkpoints import load_model
+from fairseq_esm.data.mutational_effect import write_data_dir
 from fairseq_esm.inference.mutations import Variant
 from fairseq_esm.inference.scoring import Query, window_query
 from fairseq_esm.modules.alphabet import Alphabet
 from fairseq_esm.modules.batching import length_batches, pad_tokens, residue_budget
 from fairseq_esm.modules.esm1 import ESM1
+from fairseq_esm.tasks.mutational_training import Optimisation, StartModel, train_mutational_effect, write_start
 
 
 @dataclass
 class FinetuneConfig:
-    """Cross-validation and optimisation settings (AdamW on the MSE of standardised scores)."""
+    """Cross-validation and optimisation settings (fairseq's adam, decoupled weight decay, on the MSE of
+    standardised scores)."""
 
     folds: int = 5
     epochs: int = 3
@@ -107,59 +116,21 @@ def subsample(n: int, limit: Optional[int], seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(n, size=limit, replace=False).tolist())
 
 
-def trainable_parameters(model: ESM1, train_layers: Optional[int]) -> list[torch.nn.Parameter]:
-    """All parameters, or those of the last ``train_layers`` layers, the final LayerNorm and the LM head
-    (its own dense/LayerNorm/bias; the tied embedding matrix stays frozen). Others get no gradient."""
-    if train_layers is None:
-        chosen = list(model.parameters())
-    else:
-        first = model.num_layers - train_layers
-        keep = ["emb_layer_norm_after.", "lm_head.dense.", "lm_head.layer_norm.", "lm_head.bias", "embed_out"]
-        keep += [f"layers.{i}." for i in range(max(first, 0), model.num_layers)]
-        chosen = [p for name, p in model.named_parameters() if any(name.startswith(k) for k in keep)]
-    ids = {id(p) for p in chosen}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in ids)
-    return chosen
-
-
 def standardise(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(values - mean) / std with the reference's statistics (std 1 when the reference is constant)."""
     std = float(reference.std())
     return (values - reference.mean()) / (std if std > 0 else 1.0)
 
 
-def training_loss(model: ESM1, head: VariantHead, targets: torch.Tensor, toks_per_batch: int = 4096) -> float:
-    """Mean squared error of the head on every variant it holds (no gradient, eval mode)."""
-    scores = torch.from_numpy(head.predict(model, toks_per_batch)).float()
-    return float(((scores - targets) ** 2).mean())
+def variant_code(variant: Variant) -> str:
+    """The variant as a code of the ``mutational_effect`` data dir: 1-based positions in the wild type."""
+    return ":".join(f"{m.wt}{m.index + 1}{m.mt}" for m in variant)
 
 
-def finetune(model: ESM1, head: VariantHead, targets: torch.Tensor, cfg: FinetuneConfig,
-             rng: np.random.Generator, progress: Optional[tqdm] = None) -> list[float]:
-    """Train ``model`` in place so ``head`` regresses ``targets``; returns the mean loss of each epoch."""
-    optimiser = torch.optim.AdamW(trainable_parameters(model, cfg.train_layers), lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
-    model.train()
-    device = next(model.parameters()).device
-    targets = targets.to(device)
-    losses = []
-    for _ in range(cfg.epochs):
-        order, total = rng.permutation(len(head.queries)), 0.0
-        for start in range(0, len(order), cfg.batch_sequences):
-            index, scores = head.forward(model, order[start : start + cfg.batch_sequences].tolist())
-            loss = ((scores - targets[index]) ** 2).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(index)
-            if progress is not None:
-                progress.update(1)
-        losses.append(total / head.size)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return losses
+def updates_per_run(variants: Sequence[Variant], cfg: FinetuneConfig) -> int:
+    """fairseq-train's updates over ``variants``: one window per distinct position set, ``batch_sequences`` each."""
+    windows = len({tuple(m.index for m in v) for v in variants})
+    return cfg.epochs * math.ceil(windows / cfg.batch_sequences)
 
 
 def spearman(predicted: np.ndarray, measured: np.ndarray) -> float:
@@ -186,29 +157,42 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
+def finetune_fold(start: StartModel, alphabet: Alphabet, wild_type: str, train: Sequence[Variant],
+                  targets: np.ndarray, test: Sequence[Variant], cfg: FinetuneConfig, fold: int,
+                  device: torch.device, progress: bool) -> tuple[np.ndarray, list[float]]:
+    """Fine-tune ``start`` on ``train`` through fairseq-train (in a temporary dir removed afterwards);
+    returns the trained model's scores of ``test`` and each epoch's mean training loss."""
+    settings = Optimisation(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_sequences, cfg.seed, cfg.train_layers)
+    with tempfile.TemporaryDirectory(prefix=f"fold{fold + 1}-", dir=start.checkpoint.parent) as work:
+        data = write_data_dir(Path(work) / "data", wild_type, {"train": ([variant_code(v) for v in train], targets)})
+        checkpoint, losses = train_mutational_effect(start, data, Path(work) / "checkpoints", settings, device,
+                                                     progress, f"fold {fold + 1}/{cfg.folds}",
+                                                     updates_per_run(train, cfg))
+        trained, _ = load_model(checkpoint, device)
+    budget = residue_budget(trained.max_positions(), alphabet)
+    return VariantHead(alphabet, wild_type, test, budget).predict(trained, cfg.toks_per_batch), losses
+
+
 def cross_validate(model: ESM1, alphabet: Alphabet, wild_type: str, variants: Sequence[Variant],
                    measured: Sequence[float], cfg: FinetuneConfig, progress: bool = True) -> list[FoldResult]:
-    """k-fold cross-validation: per fold, fine-tune a fresh copy of ``model`` on the other folds and
+    """k-fold cross-validation: per fold, fine-tune ``model`` on the other folds with fairseq-train's loop and
     compare its Spearman rho on the held-out fold with the zero-shot head's on the same variants."""
-    budget = residue_budget(model.max_positions(), alphabet)
+    device = next(model.parameters()).device
     values = np.asarray(measured, dtype=np.float64)
-    zero_shot = VariantHead(alphabet, wild_type, variants, budget).predict(model, cfg.toks_per_batch)
-    ids, initial, results = fold_ids(len(variants), cfg.folds, cfg.seed), copy.deepcopy(model.state_dict()), []
-    for fold in range(cfg.folds):
-        train, test = np.flatnonzero(ids != fold), np.flatnonzero(ids == fold)
-        train_head = VariantHead(alphabet, wild_type, [variants[i] for i in train], budget)
-        test_head = VariantHead(alphabet, wild_type, [variants[i] for i in test], budget)
-        targets = torch.from_numpy(standardise(values[train], values[train])).float()
-        steps = cfg.epochs * math.ceil(len(train_head.queries) / cfg.batch_sequences)
-        with tqdm(total=steps, desc=f"fold {fold + 1}/{cfg.folds}", unit="step", disable=None if progress else True,
-                  leave=False) as bar:
-            losses = finetune(model, train_head, targets, cfg, np.random.default_rng([cfg.seed, fold]), bar)
-        predicted = test_head.predict(model, cfg.toks_per_batch)
-        results.append(FoldResult(fold + 1, len(train), len(test), spearman(zero_shot[test], values[test]),
-                                  spearman(predicted, values[test]), losses))
-        if progress:
-            r = results[-1]
-            tqdm.write(f"fold {r.fold}: n_train {r.n_train:,}, n_test {r.n_test:,}, zero-shot rho "
-                       f"{r.zero_shot_rho:.4f}, fine-tuned rho {r.finetuned_rho:.4f}", file=sys.stderr)
-        model.load_state_dict(initial)
+    zero_shot = VariantHead(alphabet, wild_type, variants, residue_budget(model.max_positions(), alphabet)
+                            ).predict(model, cfg.toks_per_batch)
+    ids, results = fold_ids(len(variants), cfg.folds, cfg.seed), []
+    with tempfile.TemporaryDirectory(prefix="finetune-variants-") as work:
+        start = write_start(model, Path(work) / "start.pt")
+        for fold in range(cfg.folds):
+            train, test = np.flatnonzero(ids != fold), np.flatnonzero(ids == fold)
+            predicted, losses = finetune_fold(start, alphabet, wild_type, [variants[i] for i in train],
+                                              standardise(values[train], values[train]), [variants[i] for i in test],
+                                              cfg, fold, device, progress)
+            results.append(FoldResult(fold + 1, len(train), len(test), spearman(zero_shot[test], values[test]),
+                                      spearman(predicted, values[test]), losses))
+            if progress:
+                r = results[-1]
+                tqdm.write(f"fold {r.fold}: n_train {r.n_train:,}, n_test {r.n_test:,}, zero-shot rho "
+                           f"{r.zero_shot_rho:.4f}, fine-tuned rho {r.finetuned_rho:.4f}", file=sys.stderr)
     return results
