@@ -30,8 +30,8 @@ from fairseq_esm.evaluation.mutational_finetune import (
     subsample,
     variant_code,
 )
-from fairseq_esm.inference.mutations import check_rows
 from fairseq_esm.inference.variant_scoring import score_variants
+from fairseq_esm.io.mutations import check_rows
 from fairseq_esm.modules.batching import residue_budget
 
 DMS = Path(__file__).resolve().parents[1] / "examples" / "data" / "dms"
@@ -104,7 +104,7 @@ def test_task_batches_score_what_the_head_scores(tiny, dms_rows, tmp_path):
     assert scores == pytest.approx(head.predict(model)[order], abs=1e-5)
     assert batch["target"].numpy() == pytest.approx(targets[order])
     (data / "bad.tsv").write_text("mutant\tscore\nS68A\t0.5\nS68G:S68A\t1\n")
-    with pytest.raises(DataIntegrityError, match=r"bad.tsv:3: 'S68G:S68A' mutates a position twice"):
+    with pytest.raises(DataIntegrityError, match=r"bad.tsv:3: 'S68G:S68A' mutates position 68 twice"):
         read_split(data / "bad.tsv", WT, budget)
 
 

@@ -17,8 +17,8 @@ from scipy.stats import spearmanr
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.variants import main
-from fairseq_esm.inference.mutations import check_rows, mutant_sequence, parse_variant
 from fairseq_esm.inference.variant_scoring import score_variants
+from fairseq_esm.io.mutations import check_rows, mutant_sequence, parse_variant
 from fairseq_esm.modules.batching import windows
 
 DMS = Path(__file__).resolve().parents[1] / "examples" / "data" / "dms"

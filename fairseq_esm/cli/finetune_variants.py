@@ -25,7 +25,7 @@ from fairseq_esm.cli.variants import add_table_args, load_wild_type, measured, n
 
 if TYPE_CHECKING:
     from fairseq_esm.evaluation.mutational_finetune import FoldResult
-    from fairseq_esm.inference.mutations import RowCheck
+    from fairseq_esm.io.mutations import RowCheck
 
 DESCRIPTION = ("Fine-tune on a deep mutational scan in k-fold cross-validation (fairseq's training loop); "
                "zero-shot score as baseline.")
@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     wild_type = wild_type_of(args)
     from fairseq_esm.checkpoints import load_model, pick_device
     from fairseq_esm.evaluation.mutational_finetune import FinetuneConfig, cross_validate, mean_std
-    from fairseq_esm.inference.mutations import check_rows
+    from fairseq_esm.io.mutations import check_rows
     from fairseq_esm.modules.batching import residue_budget
 
     model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)

@@ -25,7 +25,7 @@ from fairseq_esm.io.fasta import FastaReport, read_fasta
 from fairseq_esm.io.residues import RESIDUE_LETTERS
 
 if TYPE_CHECKING:
-    from fairseq_esm.inference.mutations import RowCheck
+    from fairseq_esm.io.mutations import RowCheck
     from fairseq_esm.modules.alphabet import Alphabet
     from fairseq_esm.modules.esm1 import ESM1
 
@@ -201,8 +201,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     score_col = check_columns(args, columns)
     wild_type = load_wild_type(args)
     from fairseq_esm.checkpoints import load_model, pick_device
-    from fairseq_esm.inference.mutations import check_rows
     from fairseq_esm.inference.variant_scoring import needs_one_window
+    from fairseq_esm.io.mutations import check_rows
     from fairseq_esm.modules.batching import residue_budget
 
     model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)

@@ -11,7 +11,6 @@ share one forward pass: the masked marginal of ``fairseq-esm-variants``.
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,15 +21,12 @@ from fairseq.data import FairseqDataset, data_utils
 from fairseq_esm.data.integrity import DataIntegrityError
 from fairseq_esm.data.sized import EveryRecordBatched, StoredSizes, length_order
 from fairseq_esm.io.fasta import read_fasta
-from fairseq_esm.io.residues import CANONICAL_AMINO_ACIDS
+from fairseq_esm.io.mutations import Variant, check_variant, parse_variant
 from fairseq_esm.modules.alphabet import Alphabet
+from fairseq_esm.modules.batching import centred_window
 
 WILD_TYPE = "wild_type.fasta"
 HEADER = ["mutant", "score"]
-_CODE = re.compile(r"([A-Z])(\d+)([A-Z])")
-
-#: one substitution: 0-based index in the wild type, wild-type letter, mutant letter
-Substitution = tuple[int, str, str]
 
 
 def write_data_dir(directory: str | Path, wild_type: str, splits: dict[str, tuple[Sequence[str], Sequence[float]]]
@@ -58,26 +54,14 @@ def read_wild_type(directory: str | Path) -> str:
     return records[0][1]
 
 
-def parse_code(code: str, wild_type: str, budget: int) -> tuple[Substitution, ...]:
-    """``A23G:K40R`` -> substitutions by position, checked against the wild type and the model's context."""
-    found = [_CODE.fullmatch(part) for part in code.split(":")]
-    if not all(found):
-        raise ValueError(f"{code!r} is not a mutation code like A23G or A23G:K40R")
-    subs = sorted((int(m.group(2)) - 1, m.group(1), m.group(3)) for m in found)
-    for index, wt, mt in subs:
-        if not 0 <= index < len(wild_type) or wild_type[index] != wt:
-            where = f"has {wild_type[index]}" if 0 <= index < len(wild_type) else "is outside"
-            raise ValueError(f"{code!r}: the wild type {where} at position {index + 1}")
-        if mt not in CANONICAL_AMINO_ACIDS:
-            raise ValueError(f"{code!r}: {mt!r} is not one of the 20 amino acids")
-    if len({s[0] for s in subs}) < len(subs):
-        raise ValueError(f"{code!r} mutates a position twice")
-    if subs[-1][0] - subs[0][0] >= budget:
-        raise ValueError(f"{code!r}: the mutations span more than the model's {budget}-residue context")
-    return tuple(subs)
+def parse_code(code: str, wild_type: str, budget: int) -> Variant:
+    """``A23G:K40R`` -> mutations by position, checked against the wild type and the model's context."""
+    variant = parse_variant(code)
+    check_variant(variant, wild_type, max_span=budget)
+    return variant
 
 
-def read_split(path: str | Path, wild_type: str, budget: int) -> tuple[list[tuple[Substitution, ...]], np.ndarray]:
+def read_split(path: str | Path, wild_type: str, budget: int) -> tuple[list[Variant], np.ndarray]:
     """Variants and targets of one ``{split}.tsv``; any bad line stops with its file and line number."""
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t"))
@@ -95,24 +79,15 @@ def read_split(path: str | Path, wild_type: str, budget: int) -> tuple[list[tupl
     return variants, np.asarray(targets, dtype=np.float32)
 
 
-def centred_window(first: int, last: int, length: int, budget: int) -> tuple[int, int]:
-    """Residues ``[start, end)`` around ``first..last``, as ``inference.scoring.centred_window`` cuts them (that
-    module sits above the plugin layer; a test checks the two agree)."""
-    if length <= budget:
-        return 0, length
-    start = min(max((first + last + 1) // 2 - budget // 2, 0), length - budget)
-    return start, start + budget
-
-
 class MutationalEffectDataset(EveryRecordBatched, StoredSizes, FairseqDataset):
     """One sample per distinct set of mutated positions: the masked window and the variants it scores."""
 
-    def __init__(self, alphabet: Alphabet, wild_type: str, variants: Sequence[tuple[Substitution, ...]],
+    def __init__(self, alphabet: Alphabet, wild_type: str, variants: Sequence[Variant],
                  targets: np.ndarray, budget: int, shuffle: bool = False, seed: int = 1) -> None:
         super().__init__()
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, variant in enumerate(variants):
-            groups.setdefault(tuple(s[0] for s in variant), []).append(i)
+            groups.setdefault(tuple(m.index for m in variant), []).append(i)
         self.keys = sorted(groups)
         self.alphabet, self.wild_type, self.budget = alphabet, wild_type, budget
         self.members = [groups[key] for key in self.keys]
@@ -150,8 +125,8 @@ class MutationalEffectDataset(EveryRecordBatched, StoredSizes, FairseqDataset):
         tokens = self.alphabet.tokenize(self.wild_type[start:end])
         read_at = torch.tensor(key) + int(self.alphabet.prepend_bos) - start
         tokens[read_at] = self.alphabet.mask_idx
-        mt = [[self.alphabet.index(mt) for _, _, mt in self.variants[i]] for i in members]
-        wt = [[self.alphabet.index(wt) for _, wt, _ in self.variants[i]] for i in members]
+        mt = [[self.alphabet.index(m.mt) for m in self.variants[i]] for i in members]
+        wt = [[self.alphabet.index(m.wt) for m in self.variants[i]] for i in members]
         return {"id": index, "tokens": tokens, "read_at": read_at, "mt": torch.tensor(mt), "wt": torch.tensor(wt),
                 "target": self.targets[members]}
 

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.data.mutational_effect import write_data_dir
-from fairseq_esm.inference.mutations import Variant
 from fairseq_esm.inference.scoring import Query, window_query
+from fairseq_esm.io.mutations import Variant
 from fairseq_esm.modules.alphabet import Alphabet
 from fairseq_esm.modules.batching import length_batches, pad_tokens, residue_budget
 from fairseq_esm.modules.esm1 import ESM1

@@ -19,7 +19,7 @@ import torch
 
 from fairseq_esm.data.masking import MaskingScheme
 from fairseq_esm.modules.alphabet import Alphabet
-from fairseq_esm.modules.batching import length_batches, pad_tokens, residue_budget
+from fairseq_esm.modules.batching import centred_window, length_batches, pad_tokens, residue_budget
 from fairseq_esm.modules.esm1 import ESM1
 from fairseq_esm.tasks.protein_mlm import held_out_masking
 
@@ -52,16 +52,6 @@ def log_probs(model: ESM1, queries: Sequence[Query], mask_idx: int, pad_idx: int
         for i, block in zip(batch, rows):
             out[i] = block
     return out
-
-
-def centred_window(first: int, last: int, length: int, budget: int) -> tuple[int, int]:
-    """Residues ``[start, end)``, at most ``budget`` long, centred on ``first..last`` and clipped to
-    the protein; it contains both whenever ``last - first < budget``."""
-    if length <= budget:
-        return 0, length
-    start = (first + last + 1) // 2 - budget // 2
-    start = min(max(start, 0), length - budget)
-    return start, start + budget
 
 
 def window_query(alphabet: Alphabet, sequence: str, residues: Sequence[int], budget: int,

@@ -20,8 +20,8 @@ from typing import Sequence
 import torch
 
 from fairseq_esm.inference.choices import MULTI_MODES, STRATEGIES
-from fairseq_esm.inference.mutations import Variant, mutant_sequence
 from fairseq_esm.inference.scoring import Query, log_probs, pseudo_log_likelihoods, window_query
+from fairseq_esm.io.mutations import Variant, mutant_sequence
 from fairseq_esm.modules.alphabet import Alphabet
 from fairseq_esm.modules.batching import residue_budget, windows
 from fairseq_esm.modules.esm1 import ESM1

@@ -53,3 +53,11 @@ def windows(length: int, size: int, overlap: int) -> list[tuple[int, int]]:
     return [(s, s + size) for s in starts]
 
 
+def centred_window(first: int, last: int, length: int, budget: int) -> tuple[int, int]:
+    """Residues ``[start, end)``, at most ``budget`` long, centred on ``first..last`` and clipped to
+    the protein; it contains both whenever ``last - first < budget``."""
+    if length <= budget:
+        return 0, length
+    start = (first + last + 1) // 2 - budget // 2
+    start = min(max(start, 0), length - budget)
+    return start, start + budget
