@@ -26,8 +26,8 @@ def error_lines(error: BaseException) -> list[str] | None:
     fairseq re-raises a failed checkpoint load as a bare ``Exception``: then our reason and fairseq's line."""
     if isinstance(error, InputError):
         return [f"error: {error}"]
-    if isinstance(error, FileNotFoundError):
-        return [f"error: {error.filename or error}: no such file — check the path"]
+    if isinstance(error, FileNotFoundError):  # with a filename from the OS; without one, our message says it all
+        return [f"error: {error.filename}: no such file — check the path" if error.filename else f"error: {error}"]
     if isinstance(error, OSError) and error.filename:
         return [f"error: {error.filename}: {error.strerror} — check the path and permissions"]
     if type(error) is Exception and isinstance(error.__context__, InputError):

@@ -132,3 +132,4 @@ def test_fair_esm_style_api_is_reachable_from_the_package():
     code = "import fairseq_esm as esm; print(esm.load_model.__module__, esm.Alphabet.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["fairseq_esm.checkpoints", "Alphabet"]
+
