@@ -24,6 +24,9 @@ _LAZY = {
     "BatchConverter": "fairseq_esm.modules.alphabet",
     "ESM1": "fairseq_esm.modules.esm1",
     "CheckpointError": "fairseq_esm.checkpoints.pt_files",
+    "export_official": "fairseq_esm.checkpoints.pt_files",
+    "save_hf_model": "fairseq_esm.checkpoints.huggingface",
+    "save_fairseq_checkpoint": "fairseq_esm.models.fairseq_checkpoint",
     "InputError": "fairseq_esm.errors",
 }
 __all__ = ["__version__", *_LAZY]
