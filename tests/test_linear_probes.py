@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.training import checkpoint, run
 
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.probes import main
+from fairseq_esm.data.contact_probe import write_data_dir
 from fairseq_esm.evaluation.linear_probes import (
     ContactProbeConfig,
     contact_precision,
@@ -33,6 +35,7 @@ from fairseq_esm.evaluation.scope_folds import (
     search_domains,
 )
 from fairseq_esm.io.dssp import SS8
+from fairseq_esm.modules.bilinear_contact_probe import BilinearContactProbe
 
 DATA = Path(__file__).resolve().parents[1] / "examples/data"
 PROBES = DATA / "probes"
@@ -100,6 +103,24 @@ def test_bilinear_probe_learns_a_planted_contact_signal():
     noise = [np.random.default_rng(i).normal(size=f.shape).astype(np.float32) for i, f in enumerate(features)]
     blind, _, _ = contact_precision(train, test, domains, noise, cfg)
     assert blind < 0.3  # without the signal the same probe is at chance
+
+
+def test_fairseq_train_fits_the_probe_on_a_contact_probe_data_dir(tmp_path, domains):
+    features = onehot_features([d.sequence for d in domains])
+    contacts = [d.contacts for d in domains]
+    data = write_data_dir(tmp_path / "data", {"train": (features[:12], contacts[:12]),
+                                              "valid": (features[12:16], contacts[12:16])})
+    log = run(["fairseq-train", str(data), "--user-dir", "fairseq_esm", "--task", "contact_probe",
+               "--arch", "bilinear_contact_probe", "--criterion", "protein_contacts", "--probe-dim", "8",
+               "--optimizer", "adam", "--lr", "1e-3", "--weight-decay", "0.2", "--lr-scheduler", "fixed",
+               "--batch-size", "1", "--max-epoch", "2", "--seed", "1", "--num-workers", "0", "--cpu",
+               "--save-dir", str(tmp_path / "ck"), "--no-epoch-checkpoints", "--log-format", "json"])
+    assert '"train_num_updates": "24"' in log and '"valid_p_at_l_long"' in log  # 12 proteins x 2 epochs; valid scored
+    state = checkpoint(tmp_path / "ck" / "checkpoint_last.pt")["model"]
+    stacked = np.concatenate(features[:12])
+    assert np.allclose(state["mean"].numpy(), stacked.mean(0)) and np.allclose(state["std"], stacked.std(0) + 1e-6)
+    probe = BilinearContactProbe(stacked.shape[1], 8)
+    probe.load_state_dict(state)  # the fairseq model's state dict is the plain module's
 
 
 def test_ss8_targets_mask_dots():

@@ -4,33 +4,39 @@
   standardised on the training residues) from one residue's representation to its DSSP 8-state label;
   scored as 8-class accuracy over the test residues that have a label.
 - Contacts: two linear maps ``P``, ``Q`` (``C -> dim``, with vector biases) and a scalar bias ``b``:
-  ``logit(i, j) = (P h_i + p) . (Q h_j + q) + b``, fitted with AdamW on binary cross-entropy over every
-  resolved pair ``j - i >= 6`` of the training proteins (one protein per step, fixed epochs and seed);
-  scored as Top-L long-range precision (``j - i >= 24``) per test protein.
+  ``logit(i, j) = (P h_i + p) . (Q h_j + q) + b`` (``modules/bilinear_contact_probe.py``), fitted by
+  fairseq-train's own loop (task ``contact_probe``, criterion ``protein_contacts``: binary cross-entropy over
+  every resolved pair ``j - i >= 6`` of the training proteins; adam with decoupled weight decay, one protein
+  per update, fixed epochs and seed); scored as Top-L long-range precision (``j - i >= 24``) per test protein.
 
 :func:`cross_validate` fits both on all partitions but one and scores the held-out one, for every partition.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
-from torch import nn
 from tqdm import tqdm
 
+from fairseq_esm.criterions.protein_contacts import MIN_SEPARATION
+from fairseq_esm.data.contact_probe import write_data_dir
 from fairseq_esm.data.structure_labels_dataset import ss8_to_targets
 from fairseq_esm.evaluation.probe_settings import ContactProbeConfig
 from fairseq_esm.evaluation.scope_folds import LabelledDomain
 from fairseq_esm.io.residues import RESIDUE_LETTERS
+from fairseq_esm.modules.bilinear_contact_probe import BilinearContactProbe
 from fairseq_esm.modules.contact_metrics import contact_precisions
+from fairseq_esm.tasks.contact_probe_training import train_contact_probe
+from fairseq_esm.tasks.fairseq_training import Optimisation
 
 SS8_C = 1.0  # the paper found the penalty made no difference; fixed, never tuned on test partitions
 SS8_MAX_ITER = 500
-MIN_SEPARATION = 6  # pairs closer in sequence are neither trained on nor scored
 METRIC = "long_P@L"
 METRIC_KEY = "contact_long_P@L"  # the name of the contact score in results
 
@@ -68,45 +74,23 @@ def ss8_accuracy(train: Sequence[int], test: Sequence[int], domains: Sequence[La
     return float(hits.mean()), majority, per_domain
 
 
-class BilinearContactProbe(nn.Module):
-    """``logit(i, j) = (P h_i + p) . (Q h_j + q) + b`` on standardised representations."""
-
-    def __init__(self, embed_dim: int, dim: int, mean: np.ndarray, std: np.ndarray) -> None:
-        super().__init__()
-        self.left, self.right = nn.Linear(embed_dim, dim), nn.Linear(embed_dim, dim)
-        self.bias = nn.Parameter(torch.zeros(()))
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
-
-    def forward(self, reps: torch.Tensor) -> torch.Tensor:
-        x = (reps - self.mean) / self.std  # (L, C)
-        return self.left(x) @ self.right(x).T + self.bias  # (L, dim) @ (dim, L) -> (L, L)
-
-
-def _pair_mask(contacts: np.ndarray) -> torch.Tensor:
-    """(L, L) True for supervised pairs: i < j, j - i >= 6, both residues resolved."""
-    upper = np.triu(np.ones(contacts.shape, dtype=bool), k=MIN_SEPARATION)
-    return torch.from_numpy(upper & (contacts >= 0))
+def _has_scored_pair(contacts: np.ndarray) -> bool:
+    """True if the protein has a resolved pair ``j - i >= 6``: one the criterion trains on."""
+    return bool((np.triu(np.ones(contacts.shape, dtype=bool), k=MIN_SEPARATION) & (contacts >= 0)).any())
 
 
 def fit_contacts(features: Sequence[np.ndarray], contacts: Sequence[np.ndarray],
                  cfg: ContactProbeConfig = ContactProbeConfig()) -> BilinearContactProbe:
-    """The bilinear probe fitted with AdamW, one protein per step, ``cfg.epochs`` seeded passes."""
-    stacked = np.concatenate(features)
-    torch.manual_seed(cfg.seed)
-    probe = BilinearContactProbe(stacked.shape[1], cfg.dim, stacked.mean(0), stacked.std(0) + 1e-6)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    data = [(torch.from_numpy(f), torch.from_numpy(c.astype(np.float32)), _pair_mask(c))
-            for f, c in zip(features, contacts)]
-    data = [item for item in data if item[2].any()]
-    order = np.random.default_rng(cfg.seed)
-    for _ in range(cfg.epochs):
-        for index in order.permutation(len(data)):
-            reps, target, mask = data[index]
-            loss = nn.functional.binary_cross_entropy_with_logits(probe(reps)[mask], target[mask])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    """The bilinear probe fitted by fairseq-train's loop (task ``contact_probe``), one protein per update,
+    ``cfg.epochs`` seeded passes; proteins without a scored pair are left out."""
+    kept = [i for i, c in enumerate(contacts) if _has_scored_pair(c)]
+    settings = Optimisation(cfg.epochs, cfg.lr, cfg.weight_decay, batch_size=1, seed=cfg.seed)
+    with tempfile.TemporaryDirectory(prefix="contact_probe_") as work:
+        data = write_data_dir(Path(work) / "data", {"train": ([features[i] for i in kept], [contacts[i] for i in kept])})
+        checkpoint, _ = train_contact_probe(data, Path(work) / "checkpoints", cfg.dim, settings)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    probe = BilinearContactProbe(features[0].shape[1], cfg.dim)
+    probe.load_state_dict(state)
     return probe.eval()
 
 

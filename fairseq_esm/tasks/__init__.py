@@ -7,6 +7,6 @@ imported here; the plugin's one-line input errors are installed for fairseq's ow
 import fairseq_esm.data  # noqa: F401  (settles fairseq's import-time logging first)
 from fairseq_esm import criterions, models  # noqa: F401  (registrations)
 from fairseq_esm.errors import install_excepthook
-from fairseq_esm.tasks import mutational_effect, protein_contacts, protein_mlm, protein_ss8  # noqa: F401
+from fairseq_esm.tasks import contact_probe, mutational_effect, protein_contacts, protein_mlm, protein_ss8  # noqa: F401
 
 install_excepthook()
