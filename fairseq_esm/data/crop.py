@@ -12,8 +12,9 @@ from typing import Optional
 
 import numpy as np
 import torch
-from fairseq.data import BaseWrapperDataset, FairseqDataset, data_utils
+from fairseq.data import BaseWrapperDataset, FairseqDataset
 
+from fairseq_esm.data.item_rng import item_rng
 from fairseq_esm.data.sized import StoredSizes, sizes_follow_epoch
 from fairseq_esm.modules.alphabet import Alphabet
 
@@ -77,6 +78,6 @@ class CropDataset(StoredSizes, BaseWrapperDataset):
         return record[:-1]
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        with data_utils.numpy_seed(self.seed, self.epoch, index, CROP_STREAM):
-            window = crop_residues(self.residues(index), self.budget, np.random)
+        rng = item_rng(self.seed, self.epoch, index, CROP_STREAM)
+        window = crop_residues(self.residues(index), self.budget, rng)
         return torch.tensor(self.alphabet.wrap(window.tolist()), dtype=torch.long)

@@ -13,8 +13,9 @@ from typing import Optional
 
 import numpy as np
 import torch
-from fairseq.data import BaseWrapperDataset, FairseqDataset, data_utils
+from fairseq.data import BaseWrapperDataset, FairseqDataset
 
+from fairseq_esm.data.item_rng import item_rng
 from fairseq_esm.io.mask_strategies import MASK_STRATEGIES
 from fairseq_esm.io.residues import RESIDUE_LETTERS
 from fairseq_esm.modules.alphabet import Alphabet
@@ -120,6 +121,5 @@ class MaskedProteinDataset(BaseWrapperDataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         tokens = np.asarray(self.dataset[index], dtype=np.int64)
-        with data_utils.numpy_seed(self.seed, self.epoch, index):
-            source, target = mask_tokens(tokens, self.scheme, np.random)
+        source, target = mask_tokens(tokens, self.scheme, item_rng(self.seed, self.epoch, index))
         return {"source": torch.from_numpy(source), "target": torch.from_numpy(target)}
