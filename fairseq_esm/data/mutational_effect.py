@@ -19,7 +19,7 @@ import torch
 from fairseq.data import FairseqDataset, data_utils
 
 from fairseq_esm.data.integrity import DataIntegrityError
-from fairseq_esm.data.sized import EveryRecordBatched, StoredSizes, length_order
+from fairseq_esm.data.sized import EveryRecordBatched, LengthOrdered, StoredSizes
 from fairseq_esm.io.fasta import read_fasta
 from fairseq_esm.io.mutations import Variant, check_variant, parse_variant
 from fairseq_esm.modules.alphabet import Alphabet
@@ -79,7 +79,7 @@ def read_split(path: str | Path, wild_type: str, budget: int) -> tuple[list[Vari
     return variants, np.asarray(targets, dtype=np.float32)
 
 
-class MutationalEffectDataset(EveryRecordBatched, StoredSizes, FairseqDataset):
+class MutationalEffectDataset(EveryRecordBatched, LengthOrdered, StoredSizes, FairseqDataset):
     """One sample per distinct set of mutated positions: the masked window and the variants it scores."""
 
     def __init__(self, alphabet: Alphabet, wild_type: str, variants: Sequence[Variant],
@@ -113,10 +113,6 @@ class MutationalEffectDataset(EveryRecordBatched, StoredSizes, FairseqDataset):
     def can_reuse_epoch_itr_across_epochs(self) -> bool:
         """Training draws new batches every epoch (a seeded permutation per epoch)."""
         return not self.shuffle
-
-    def ordered_indices(self) -> np.ndarray:
-        """By window length; ties in a seeded, per-epoch order when shuffling (training)."""
-        return length_order(self._sizes, self.shuffle, self.seed, self.epoch)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """``tokens`` (T,) with the positions masked, ``read_at`` (k,), ``mt`` / ``wt`` (n, k), ``target`` (n,)."""

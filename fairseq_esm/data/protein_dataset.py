@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
-from fairseq_esm.data.sized import EveryRecordBatched, StoredSizes, length_order, sizes_follow_epoch
+from fairseq_esm.data.sized import EveryRecordBatched, LengthOrdered, StoredSizes, sizes_follow_epoch
 
 
-class ProteinMLMDataset(EveryRecordBatched, StoredSizes, FairseqDataset):
+class ProteinMLMDataset(EveryRecordBatched, LengthOrdered, StoredSizes, FairseqDataset):
     """``{"source", "target"}`` items → fairseq samples, ordered by size (seeded shuffle for ties).
 
     A plain ``FairseqDataset`` rather than a wrapper, so fairseq's size filtering and
@@ -51,11 +51,6 @@ class ProteinMLMDataset(EveryRecordBatched, StoredSizes, FairseqDataset):
     def can_reuse_epoch_itr_across_epochs(self) -> bool:
         """Not when the records change with the epoch (UR50/D): batches are rebuilt from the new sizes."""
         return not sizes_follow_epoch(self.dataset)
-
-    def ordered_indices(self) -> np.ndarray:
-        """Indices sorted by size; ties broken by a permutation seeded with ``(seed, epoch)``."""
-        return length_order(self._sizes, self.shuffle, self.seed, self.epoch)
-
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"id": index, **self.dataset[index]}

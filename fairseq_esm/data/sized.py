@@ -3,12 +3,16 @@
 Crop and batching layers cache the token count of every sample. They stay valid for the whole run,
 except under UR50/D sampling, where each epoch draws other records (``redraws_each_epoch``): then the
 caches are refreshed in ``set_epoch`` and fairseq must rebuild its batches every epoch.
+
+Batches are a function of the seed and the epoch only, whatever epoch the process started in
+(``LengthOrdered``): that is what lets a resumed run read exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from fairseq.data import data_utils
+
+from fairseq_esm.data.item_rng import item_rng
 
 
 class EveryRecordBatched:
@@ -43,9 +47,27 @@ def length_order(sizes: np.ndarray, shuffle: bool, seed: int, epoch: int) -> np.
     """Indices sorted by size; with ``shuffle``, ties broken by a permutation seeded with ``(seed, epoch)``."""
     if not shuffle:
         return np.argsort(sizes, kind="stable")
-    with data_utils.numpy_seed(seed, epoch):
-        tie_break = np.random.permutation(len(sizes))
+    tie_break = item_rng(seed, epoch).permutation(len(sizes))
     return np.lexsort([tie_break, sizes])
+
+
+class LengthOrdered:
+    """``ordered_indices`` for fairseq's batching: by size, ties in a seeded order when ``shuffle``.
+
+    fairseq batches a dataset once, in the epoch the process starts in, and reuses those batches in later
+    epochs when ``can_reuse_epoch_itr_across_epochs`` (shuffling their order per epoch itself). The tie-break
+    is then drawn for epoch 1, so a run resumed in epoch 5 forms the batches the uninterrupted run formed in
+    epoch 1. A dataset that cannot be reused is rebatched every epoch and its tie-break follows the epoch.
+    """
+
+    _sizes: np.ndarray
+    shuffle: bool
+    seed: int
+    epoch: int
+
+    def ordered_indices(self) -> np.ndarray:
+        epoch = 1 if self.can_reuse_epoch_itr_across_epochs else self.epoch
+        return length_order(self._sizes, self.shuffle, self.seed, epoch)
 
 
 def sizes_follow_epoch(dataset) -> bool:

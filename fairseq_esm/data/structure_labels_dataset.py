@@ -24,7 +24,7 @@ from fairseq.data import FairseqDataset, data_utils
 from fairseq.data.indexed_dataset import MMapIndexedDataset, MMapIndexedDatasetBuilder
 
 from fairseq_esm.data.integrity import DataIntegrityError
-from fairseq_esm.data.sized import EveryRecordBatched, StoredSizes, length_order
+from fairseq_esm.data.sized import EveryRecordBatched, LengthOrdered, StoredSizes
 from fairseq_esm.io.dssp import SS8
 from fairseq_esm.modules.alphabet import Alphabet
 from fairseq_esm.modules.msa_covariance import weighted_covariance
@@ -118,7 +118,7 @@ class MsaMembers:
         return weighted_covariance(proj, present, weights)
 
 
-class StructureLabelsDataset(EveryRecordBatched, StoredSizes, FairseqDataset):
+class StructureLabelsDataset(EveryRecordBatched, LengthOrdered, StoredSizes, FairseqDataset):
     """One protein per item: ``residues`` (L,), ``ss8`` (L,), ``contacts`` (L, L), ``features`` (L, D) and
     ``pair_features`` (K*K, L, L) as loaded."""
 
@@ -160,11 +160,6 @@ class StructureLabelsDataset(EveryRecordBatched, StoredSizes, FairseqDataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-    def ordered_indices(self) -> np.ndarray:
-        """By length; ties in a seeded, per-epoch order when shuffling (training)."""
-        return length_order(self._sizes, self.shuffle, self.seed, self.epoch)
-
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         length = int(self.residues[index])

@@ -16,23 +16,21 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from fairseq.dataclass import FairseqDataclass
-from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II
+from fairseq.tasks import register_task
 
 from fairseq_esm.data.contact_probe import ContactProbeDataset, feature_stats, read_split
+from fairseq_esm.tasks.esm_task import ResumableTask, RunConfig
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ContactProbeTaskConfig(FairseqDataclass):
+class ContactProbeTaskConfig(RunConfig):
     data: str = field(default="???", metadata={"help": "data dir holding {split}.npz (features, lengths, contacts)"})
-    train_subset: str = II("dataset.train_subset")
 
 
 @register_task("contact_probe", dataclass=ContactProbeTaskConfig)
-class ContactProbeTask(FairseqTask):
+class ContactProbeTask(ResumableTask):
     """Contact maps from precomputed per-residue features; no dictionary, no length limit."""
 
     cfg: ContactProbeTaskConfig

@@ -22,14 +22,13 @@ from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import register_task
-from omegaconf import II
 
 from fairseq_esm.data.mutational_effect import MutationalEffectDataset, read_split, read_wild_type
 from fairseq_esm.errors import InputError
 from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
 from fairseq_esm.modules.batching import residue_budget
 from fairseq_esm.modules.esm1 import ESM1
-from fairseq_esm.tasks.esm_task import EsmTask
+from fairseq_esm.tasks.esm_task import EsmTask, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ HEAD_PARAMETERS = ("emb_layer_norm_after.", "lm_head.dense.", "lm_head.layer_nor
 
 
 @dataclass
-class MutationalEffectConfig(FairseqDataclass):
+class MutationalEffectConfig(RunConfig):
     data: str = field(default="???", metadata={"help": "data dir holding wild_type.fasta and {split}.tsv"})
     alphabet: ChoiceEnum(["esm1b", "esm1"]) = field(  # type: ignore[valid-type]
         default="esm1b", metadata={"help": "ESM vocabulary of the model: esm1b (<cls> ... <eos>) or esm1 (<cls> ...)"}
@@ -51,8 +50,6 @@ class MutationalEffectConfig(FairseqDataclass):
         default=None, metadata={"help": "train only the last N layers, the final LayerNorm and the LM head's own "
                                 "weights (default: the whole model)"}
     )
-    seed: int = II("common.seed")
-    train_subset: str = II("dataset.train_subset")
 
 
 def freeze_all_but_last(model: ESM1, layers: int) -> None:

@@ -16,21 +16,20 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
-from omegaconf import II
 
 from fairseq_esm.data.structure_labels_dataset import StructureLabelsDataset
 from fairseq_esm.errors import InputError
 from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
-from fairseq_esm.tasks.esm_task import EsmTask
+from fairseq_esm.tasks.esm_task import EsmTask, RunConfig
 from fairseq_esm.tasks.protein_mlm import load_data_dictionary
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class StructureTaskConfig(FairseqDataclass):
+class StructureTaskConfig(RunConfig):
     data: str = field(default="???", metadata={"help": "data dir of fairseq-esm-structure-dataset"})
     alphabet: ChoiceEnum(["esm1b", "esm1"]) = field(  # type: ignore[valid-type]
         default="esm1b", metadata={"help": "alphabet of the backbone: esm1b (<cls> ... <eos>) or esm1 (<cls> ...)"}
@@ -45,8 +44,6 @@ class StructureTaskConfig(FairseqDataclass):
         default=0, metadata={"help": "protein_contacts: K*K MSA cov pair features from {split}.msa_*.npy "
                              "(fairseq-esm-msa-split-features --cov-k K; 0: none)"}
     )
-    seed: int = II("common.seed")
-    train_subset: str = II("dataset.train_subset")
 
 
 class StructureLabelsTask(EsmTask):
