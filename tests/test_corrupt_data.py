@@ -92,6 +92,32 @@ def test_index_and_data_from_different_runs(data):
         load(data, "valid")
 
 
+def overwrite_index_record(prefix: Path, record: int, size: int, pointer: int) -> None:
+    """Set one record's size and byte pointer in a fairseq mmap ``.idx``, in place."""
+    _, sizes, _ = integrity.read_index(str(prefix))
+    count, head = len(sizes), integrity.HEADER.size
+    raw = np.memmap(f"{prefix}.idx", mode="r+", dtype=np.uint8)
+    raw[head : head + 4 * count].view("<i4")[record] = size
+    raw[head + 4 * count : head + 12 * count].view("<i8")[record] = pointer
+    raw.flush()
+
+
+def test_index_records_must_lie_back_to_back(data):
+    """Record 11's pointer and size copied into record 10: every record still lies inside the .bin and the .bin
+    still ends where the last record does, but record 10 no longer starts where record 9 ends."""
+    _, sizes, offsets = integrity.read_index(str(data / "train"))
+    overwrite_index_record(data / "train", 10, int(sizes[11]), int(offsets[11]))
+    expected = (f"{data / 'train.idx'}: record 10 starts at byte {offsets[11]:,}, but record 9 ends at byte "
+                f"{offsets[10]:,}: the index is corrupt; {integrity.REBINARIZE}")
+    with pytest.raises(DataIntegrityError) as err:
+        load(data)
+    assert str(err.value) == expected
+    _, sizes, offsets = integrity.read_index(str(data / "valid"))
+    overwrite_index_record(data / "valid", 0, int(sizes[0]), 2)
+    with pytest.raises(DataIntegrityError, match="valid.idx: record 0 starts at byte 2, not at byte 0: the index is"):
+        load(data, "valid")
+
+
 def test_half_a_pair_and_a_foreign_index(data):
     (data / "valid.bin").unlink()
     with pytest.raises(DataIntegrityError, match="valid.idx exists but .*valid.bin does not"):
@@ -195,12 +221,14 @@ class Payload:
 
 
 def test_checkpoint_that_needs_full_unpickling_is_refused(tmp_path):
-    """fairseq-train / fairseq-validate read checkpoints with torch.load(weights_only=True): no code runs."""
+    """fairseq-train / fairseq-validate read checkpoints through the plugin's safe read (weights_only): no code
+    runs, and the refusal is ours (naming --allow-unsafe), not torch's advice to pass weights_only=False."""
     marker, path = tmp_path / "code_ran", tmp_path / "checkpoint_last.pt"
     with path.open("wb") as f:
         pickle.dump({"model": {}, "cfg": None, "payload": Payload(marker)}, f)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(CheckpointError, match="beyond tensors and argparse.Namespace.*--allow-unsafe") as err:
         checkpoint_utils.load_checkpoint_to_cpu(str(path))
+    assert "weights_only" not in str(err.value)
     assert not marker.exists()
     with path.open("rb") as f:  # the payload is live: full unpickling (what the flag would allow) runs it
         pickle.load(f)

@@ -20,6 +20,12 @@ import numpy as np
 from fairseq.data import Dictionary
 from fairseq.data.indexed_dataset import MMapIndexedDataset, best_fitting_int_dtype
 
+from fairseq_esm.data.integrity import (  # load_dictionary: the one dictionary loader, --srcdict included
+    MissingDataFile,
+    check_split_files,
+    load_data_dictionary,
+    load_dictionary,
+)
 from fairseq_esm.io.fasta import CHUNK_BYTES, CleanChunk, FastaReport, ResiduePolicy, clean_fasta
 from fairseq_esm.modules.alphabet import DICT_DIR
 
@@ -96,11 +102,6 @@ def binarize_fasta(
     return report
 
 
-def load_dictionary(path: str | Path) -> Dictionary:
-    """A fairseq ``dict.txt`` (``--srcdict``), as ``fairseq-preprocess`` reads it."""
-    return Dictionary.load(str(path))
-
-
 def write_data_dictionary(out_dir: str | Path) -> Path:
     """Write ``out_dir/dict.txt``: the ESM-1b data dictionary, as ``fairseq-preprocess --srcdict`` copies it."""
     path = Path(out_dir) / "dict.txt"
@@ -109,7 +110,10 @@ def write_data_dictionary(out_dir: str | Path) -> Path:
 
 
 def stored_sequences(data_dir: str | Path, split: str) -> list[str]:
-    """The residue strings of a binarized split, in record order (``<eos>`` dropped)."""
-    tokens = MMapIndexedDataset(str(Path(data_dir) / split))
-    dictionary = load_dictionary(Path(data_dir) / "dict.txt")
+    """The residue strings of a binarized split, in record order (``<eos>`` dropped); dictionary and index checked."""
+    dictionary = load_data_dictionary(data_dir)
+    prefix = str(Path(data_dir) / split)
+    if check_split_files(prefix) is None:
+        raise MissingDataFile(f"{data_dir} has no split {split!r} ({prefix}.bin / .idx)")
+    tokens = MMapIndexedDataset(prefix)
     return ["".join(dictionary[int(t)] for t in tokens[i][:-1]) for i in range(len(tokens))]

@@ -1,9 +1,11 @@
 """Cheap checks on binarized data before training on it: refuse what would crash late or train on garbage.
 
 A fairseq mmap split is ``{split}.idx`` (magic, version, dtype code, record count, int32 sizes, int64 byte
-offsets) plus ``{split}.bin`` (the tokens). Checked at load, in O(index) time: the index parses and is
-complete, every record lies inside the ``.bin`` and the ``.bin`` ends where the last record does, and
-``dict.txt`` lists exactly an ESM data dictionary's symbols. Token ids are checked twice: a bounded scan at
+offsets) plus ``{split}.bin`` (the tokens). Checked at load, in O(index) time and without reading the
+``.bin``: the index parses and is complete, the records lie back to back (each starts where the one before
+ends, the first at byte 0) and the ``.bin`` ends where the last record does. ``dict.txt`` is read by one loader,
+:func:`load_dictionary`, and must list exactly an ESM data dictionary's symbols; a missing or foreign one is one
+``error:`` line naming the data directory. Token ids are checked twice: a bounded scan at
 load (all of a ``.bin`` up to ``SCAN_TOKENS`` tokens, its head and tail beyond that) fails early, and
 ``CheckedRecords`` checks every record when it is read, so no out-of-range id ever reaches the model.
 """
@@ -11,6 +13,7 @@ load (all of a ``.bin`` up to ``SCAN_TOKENS`` tokens, its head and tail beyond t
 from __future__ import annotations
 
 import os
+import re
 import struct
 
 import numpy as np
@@ -36,13 +39,17 @@ class DataIntegrityError(InputError):
     """Binarized data, index or dictionary that cannot be trained on as it is."""
 
 
+class MissingDataFile(DataIntegrityError, FileNotFoundError):
+    """A data directory, or its ``dict.txt``, that is not there (still caught as ``FileNotFoundError``)."""
+
+
 def file_symbols(name: str) -> list[str]:
     """The symbols a ``dicts/`` file lists (what fairseq-preprocess ``--srcdict`` copies to ``dict.txt``)."""
     dictionary = Dictionary.load(str(DICT_DIR / name))
     return dictionary.symbols[dictionary.nspecial :]
 
 
-def check_dictionary(stored: Dictionary, path: str) -> None:
+def check_dictionary(stored: Dictionary, path: str, data_dir: str | None = None) -> None:
     """``dict.txt`` must list the symbols of ``dicts/esm1b.txt`` (or ``esm1.txt``: same residue ids) in order."""
     have = stored.symbols[stored.nspecial :]
     if any(have == file_symbols(name) for name in DATA_DICTIONARIES):
@@ -53,8 +60,55 @@ def check_dictionary(stored: Dictionary, path: str) -> None:
     needed = repr(want[line]) if line < len(want) else "end of file"
     raise DataIntegrityError(
         f"{path} lists {len(have)} symbols, the ESM data dictionary {DICT_DIR / DATA_DICTIONARIES[0]} {len(want)}; "
-        f"line {line + 1} is {found}, expected {needed}: {REBINARIZE}"
+        f"line {line + 1} is {found}, expected {needed}: "
+        f"{f'{data_dir} was binarized with another dictionary; ' if data_dir else ''}{REBINARIZE}"
     )
+
+
+def unreadable_dictionary_line(path: str) -> str:
+    """Why fairseq cannot read ``path`` as a dictionary: not UTF-8, or its first line that is not ``SYMBOL COUNT``."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.rstrip().removesuffix(" #fairseq:overwrite").rsplit(" ", 1)
+        if len(fields) != 2 or not re.fullmatch(r"-?\d+", fields[1]):
+            return f"line {number} is {line[:40]!r}"
+    return "fairseq refuses it"
+
+
+def load_dictionary(path: str | os.PathLike, data_dir: str | None = None) -> Dictionary:
+    """The one loader of dictionary files (``dict.txt``, ``--srcdict``): fairseq's ``Dictionary``, refused with
+    one error line unless it lists an ESM data dictionary's symbols; ``data_dir`` is named when given."""
+    path = str(path)
+    owner = f"{data_dir} is not an ESM data directory" if data_dir else "not an ESM data dictionary"
+    if not os.path.exists(path):
+        if data_dir:
+            raise MissingDataFile(f"{data_dir} has no dict.txt: not a data directory of fairseq-preprocess or "
+                                  f"fairseq-esm-binarize; check the path, or {REBINARIZE}")
+        raise MissingDataFile(f"{path}: no such dictionary file — check the path")
+    try:
+        stored = Dictionary.load(path)
+    except OSError:
+        raise  # a directory, no permission: the OS names the file
+    except Exception:  # fairseq: ValueError (not SYMBOL COUNT), a bare Exception (not UTF-8), RuntimeError (duplicate)
+        raise DataIntegrityError(
+            f"{path} is not a fairseq dictionary ({unreadable_dictionary_line(path)}): {owner}; {REBINARIZE}"
+        ) from None
+    check_dictionary(stored, path, data_dir)
+    return stored
+
+
+def load_data_dictionary(data_dir: str | os.PathLike) -> Dictionary:
+    """``data_dir/dict.txt``, refused unless it lists an ESM data dictionary's symbols (``--srcdict``)."""
+    data_dir = str(data_dir)
+    if not os.path.isdir(data_dir):
+        what = "is not a directory" if os.path.exists(data_dir) else "no such data directory"
+        raise MissingDataFile(f"{data_dir}: {what} — check the path (a fairseq-preprocess'd data-bin)")
+    return load_dictionary(os.path.join(data_dir, "dict.txt"), data_dir)
 
 
 def read_index(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray]:
@@ -86,7 +140,8 @@ def read_index(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray]:
 
 
 def check_split_files(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray] | None:
-    """Index parsed and matched against the ``.bin`` size; ``None`` when neither file exists."""
+    """Index parsed, records back to back, the last ending where the ``.bin`` does; ``None`` when neither
+    file exists. O(records), vectorised; the ``.bin`` is not read."""
     idx, bin_path = prefix + ".idx", prefix + ".bin"
     if not os.path.exists(idx) and not os.path.exists(bin_path):
         return None
@@ -97,11 +152,19 @@ def check_split_files(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray] | 
     if len(sizes) == 0:
         raise DataIntegrityError(f"{idx} holds no records; {REBINARIZE}")
     ends = offsets + sizes * dtype.itemsize
-    bad = np.flatnonzero((sizes < 1) | (offsets < 0) | (offsets % dtype.itemsize != 0))
-    if len(bad):
-        first = bad[0]
-        raise DataIntegrityError(f"{idx}: record {first} size {sizes[first]} at byte {offsets[first]}; {REBINARIZE}")
-    data_bytes, needed = os.path.getsize(bin_path), int(ends.max())
+    empty = np.flatnonzero(sizes < 1)
+    if len(empty):
+        raise DataIntegrityError(f"{idx}: record {empty[0]} has size {sizes[empty[0]]}; {REBINARIZE}")
+    # fairseq-preprocess writes records back to back: each starts where the one before ends, the first at byte 0
+    starts = np.concatenate(([0], ends[:-1]))
+    moved = np.flatnonzero(offsets != starts)
+    if len(moved):
+        first = int(moved[0])
+        where = f", but record {first - 1} ends at byte {starts[first]:,}" if first else ", not at byte 0"
+        raise DataIntegrityError(
+            f"{idx}: record {first} starts at byte {offsets[first]:,}{where}: the index is corrupt; {REBINARIZE}"
+        )
+    data_bytes, needed = os.path.getsize(bin_path), int(ends[-1])
     if data_bytes != needed:
         state = "truncated" if data_bytes < needed else "longer than its index: the two files come from different runs"
         raise DataIntegrityError(

@@ -21,22 +21,22 @@ from dataclasses import dataclass, field
 import numpy as np
 from fairseq import utils
 from fairseq.data import Dictionary, data_utils
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
-from omegaconf import II
 
 from fairseq_esm.data.cluster_sampling import ClusterSampledDataset, load_cluster_index
 from fairseq_esm.data.crop import CROP_STREAM, CropDataset, crop_residues
-from fairseq_esm.data.integrity import (
+from fairseq_esm.data.integrity import (  # load_data_dictionary: the one loader, re-exported for protein_ss8
     CheckedRecords,
-    check_dictionary,
     check_split_files,
+    load_data_dictionary,
     scan_token_range,
 )
+from fairseq_esm.data.item_rng import item_rng
 from fairseq_esm.data.masking import MASK_STRATEGIES, MaskedProteinDataset, MaskingScheme, mask_tokens, masking_scheme
 from fairseq_esm.data.protein_dataset import ProteinMLMDataset
 from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
-from fairseq_esm.tasks.esm_task import EsmTask
+from fairseq_esm.tasks.esm_task import EsmTask, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ HELD_OUT_EPOCH = 1
 
 
 @dataclass
-class ProteinMLMConfig(FairseqDataclass):
+class ProteinMLMConfig(RunConfig):
     data: str = field(
         default="???",
         metadata={"help": "colon-separated paths to fairseq-preprocess'd data directories (train cycles through them)"},
@@ -69,18 +69,6 @@ class ProteinMLMConfig(FairseqDataclass):
         metadata={"help": "UR50/D: the train split draws one member per 50% cluster per epoch "
                   "(cluster of each record from {split}.clusters.npy, see fairseq-esm-make-uniref-splits)"},
     )
-    seed: int = II("common.seed")
-    train_subset: str = II("dataset.train_subset")
-
-
-def load_data_dictionary(data_dir: str) -> Dictionary:
-    """``data_dir/dict.txt``, refused unless it lists an ESM data dictionary's symbols (``--srcdict``)."""
-    dict_path = os.path.join(data_dir, "dict.txt")
-    if not os.path.exists(dict_path):
-        raise FileNotFoundError(f"no dictionary at {dict_path}; run fairseq-preprocess first")
-    stored = Dictionary.load(dict_path)
-    check_dictionary(stored, dict_path)
-    return stored
 
 
 def checked_split(split_path: str, dictionary: Dictionary, combine: bool) -> None:
@@ -164,8 +152,6 @@ def held_out_masking(alphabet: Alphabet, sequence: str, index: int, seed: int, s
     """(source, target) token arrays exactly as ``protein_mlm`` builds held-out record ``index``:
     the same seeded crop of a too-long protein, then the same seeded masking."""
     residues = np.asarray(alphabet.encode_residues(sequence), dtype=np.int64)
-    with data_utils.numpy_seed(seed, HELD_OUT_EPOCH, index, CROP_STREAM):
-        window = crop_residues(residues, budget, np.random)
+    window = crop_residues(residues, budget, item_rng(seed, HELD_OUT_EPOCH, index, CROP_STREAM))
     tokens = np.asarray(alphabet.wrap(window.tolist()), dtype=np.int64)
-    with data_utils.numpy_seed(seed, HELD_OUT_EPOCH, index):
-        return mask_tokens(tokens, scheme, np.random)
+    return mask_tokens(tokens, scheme, item_rng(seed, HELD_OUT_EPOCH, index))
