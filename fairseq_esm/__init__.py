@@ -26,7 +26,7 @@ _LAZY = {
     "CheckpointError": "fairseq_esm.checkpoints.pt_files",
     "export_official": "fairseq_esm.checkpoints.pt_files",
     "save_hf_model": "fairseq_esm.checkpoints.huggingface",
-    "save_fairseq_checkpoint": "fairseq_esm.models.fairseq_checkpoint",
+    "save_fairseq_checkpoint": "fairseq_esm.tasks.fairseq_checkpoint",
     "InputError": "fairseq_esm.errors",
 }
 __all__ = ["__version__", *_LAZY]

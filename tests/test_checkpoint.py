@@ -14,7 +14,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.models import build_model
 from omegaconf import OmegaConf
 
-import fairseq_esm  # noqa: F401  (registers the models)
+import fairseq_esm.tasks  # noqa: F401  (registers the plugin: protein_mlm, the esm models)
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.checkpoints.pt_files import (
     CheckpointError,
@@ -237,6 +237,16 @@ def test_not_a_checkpoint(tmp_path):
         load_model(other)
 
 
+def test_random_bytes_are_unreadable_not_unsafe(tmp_path):
+    """torch refuses random bytes with the same UnpicklingError as a pickle payload; the file's own structure
+    (a pickle that does not parse) tells them apart, so --allow-unsafe is not offered for junk."""
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint") as err:
+        load_model(junk)
+    assert "allow-unsafe" not in str(err.value) and "weights_only" not in str(err.value)
+
+
 def rewrite(path: Path, edit) -> Path:
     """Apply ``edit`` to an official file's dict in place."""
     data = read_file(path)
@@ -279,8 +289,9 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
 def test_arbitrary_objects_need_allow_unsafe(tmp_path):
     path, _ = export_official(random_model("esm1b"), tmp_path / "model.pt")
     rewrite(path, lambda d: setattr(d["args"], "lr", fractions.Fraction(1, 3)))
-    with pytest.raises(CheckpointError, match="allow_unsafe=True"):
+    with pytest.raises(CheckpointError, match=r"\(fractions.Fraction\); .*--allow-unsafe \(allow_unsafe=True") as err:
         load_model(path)
+    assert "weights_only" not in str(err.value) and err.value.__cause__ is None and err.value.__suppress_context__
     model, _ = load_model(path, allow_unsafe=True)
     assert model.num_layers == 2
 

@@ -24,9 +24,9 @@ from fairseq_esm.checkpoints.pt_files import read_file
 from fairseq_esm.cli import export_official
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.convert import main
-from fairseq_esm.models.fairseq_checkpoint import save_fairseq_checkpoint
 from fairseq_esm.modules.alphabet import DICT_DIR, load_alphabet
 from fairseq_esm.modules.batching import pad_tokens
+from fairseq_esm.tasks.fairseq_checkpoint import save_fairseq_checkpoint
 
 TOL = 1e-4
 DIFF = re.compile(r"max \|logits difference\| SRC vs reloaded DST on 3 proteins \((\d+) tokens, one <mask>\): (\S+)")

@@ -1,7 +1,7 @@
 """Every checkpoint a user may hold, read through one loader: this plugin's fairseq checkpoints, official
 fair-esm ``.pt`` files and HuggingFace ``EsmForMaskedLM`` directories; written back to each format by
 :mod:`~fairseq_esm.checkpoints.pt_files` (official), :mod:`~fairseq_esm.checkpoints.huggingface` and the
-plugin's :mod:`~fairseq_esm.models.fairseq_checkpoint` (which needs fairseq's config builder)."""
+plugin's :mod:`~fairseq_esm.tasks.fairseq_checkpoint` (which needs fairseq's config builder)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,9 @@
 Official layout (what ``esm.pretrained.load_model_and_alphabet_local`` reads): ``{"args": Namespace,
 "model": state}`` with ESM-1b keys under ``encoder.sentence_encoder.`` (``lm_head`` under ``encoder.``)
 and ESM-1 keys under ``decoder.``, plus a sibling ``<stem>-contact-regression.pt`` holding
-``{"model": {"contact_head.regression.*"}}``. Files are read with ``weights_only=True``.
+``{"model": {"contact_head.regression.*"}}``. Files are read with ``weights_only=True`` (tensors and
+``argparse.Namespace``); a file holding other objects is refused with one message naming ``--allow-unsafe``,
+decided by the exception type and the file's own structure, never by torch's wording.
 HuggingFace ``EsmForMaskedLM`` directories go through :mod:`fairseq_esm.checkpoints.huggingface`. Nothing here
 imports fairseq: a fairseq checkpoint is a dict whose ``cfg["model"]`` holds the sizes, and the model built is
 the plain :class:`fairseq_esm.modules.esm1.ESM1` with the same parameter names.
@@ -14,8 +16,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import io
 import pickle
+import pickletools
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -66,27 +71,73 @@ def regression_path(path: str | Path) -> Path:
     return path.with_name(path.with_suffix("").name + "-contact-regression.pt")
 
 
-def read_file(path: str | Path, allow_unsafe: bool = False) -> Any:
-    """``torch.load`` on CPU, tensors and ``argparse.Namespace`` only unless ``allow_unsafe``."""
+def unsafe_refusal(path: str | Path) -> str:
+    """The one message for a file that ``weights_only`` loading refuses: what it holds, and ``--allow-unsafe``."""
+    try:  # public since torch 2.5; zip checkpoints only. The names are a courtesy: the refusal does not need them.
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        found = [name for name in found if name != "argparse.Namespace"]
+    except Exception:
+        found = []
+    held = f" ({', '.join(found[:4])}{', ...' if len(found) > 4 else ''})" if found else ""
+    return (
+        f"{path} holds Python objects beyond tensors and argparse.Namespace{held}; loading them can run code, so it "
+        f"is refused. Only if you trust the file: pass --allow-unsafe (allow_unsafe=True in Python), or rewrite it "
+        f"once with fairseq-esm-convert {path} --out SAFE.pt --to fairseq --allow-unsafe"
+    )
+
+
+def _parse_pickle(stream) -> list[tuple[str, Any]]:
+    """The opcodes of the next pickle in ``stream`` (read, never executed); ValueError if it is malformed."""
+    return [(op.name, arg) for op, arg, _ in pickletools.genops(stream)]
+
+
+def holds_well_formed_pickle(path: Path) -> bool:
+    """Whether the pickle ``torch.load`` reads from ``path`` parses opcode by opcode (nothing built or run).
+
+    When ``weights_only`` loading fails on a well-formed pickle, the file holds objects it does not allow; when
+    the pickle itself is malformed, the file is damaged or not a checkpoint. Zip checkpoints keep it in
+    ``*/data.pkl``; legacy ones as the fourth pickle after torch's magic number; anything else is one pickle."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl"), None)
+                if name is None:
+                    return False
+                _parse_pickle(io.BytesIO(archive.read(name)))
+                return True
+        with open(path, "rb") as stream:
+            first = _parse_pickle(stream)
+            if any(arg == torch.serialization.MAGIC_NUMBER for name, arg in first if name.startswith("LONG")):
+                for _ in range(3):  # protocol version, system info, the object
+                    _parse_pickle(stream)
+            return True
+    except Exception:
+        return False
+
+
+def read_file(path: str | Path, allow_unsafe: bool = False, mmap: bool = False) -> Any:
+    """``torch.load`` on CPU, tensors and ``argparse.Namespace`` only unless ``allow_unsafe``.
+
+    ``mmap`` maps a zip checkpoint's tensors instead of reading them (copy on write: the file never changes)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(errno.ENOENT, "no such checkpoint file", str(path))
     # allow-listed globally: the safe_globals context manager would, on exit, also drop a caller's entry
     torch.serialization.add_safe_globals([argparse.Namespace])
     try:
-        return torch.load(path, map_location="cpu", weights_only=not allow_unsafe)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err):
-            raise CheckpointError(
-                f"{path} holds objects beyond tensors and Namespace; pass allow_unsafe=True only if you trust it"
-            ) from err
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {str(err).splitlines()[0]}") from err
+        with warnings.catch_warnings():  # a plain pickle: torch's protocol notice would precede our one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=not allow_unsafe, mmap=mmap)
+    except pickle.UnpicklingError:  # torch's text suggests weights_only=False: never shown, not even as the cause
+        if not allow_unsafe and holds_well_formed_pickle(path):
+            raise CheckpointError(unsafe_refusal(path)) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (damaged, or another format)") from None
     except Exception as err:  # torch's legacy unpickler fails on junk with KeyError, IndexError, ...
-        first_line = str(err).splitlines()[0] if str(err) else ""
+        first = str(err).splitlines()[0].split(". ")[0] if str(err).strip() else ""
+        detail = f": {type(err).__name__}" + (f": {first}" if first and "weights_only" not in first else "")
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or another format): "
-            f"{type(err).__name__}: {first_line}"
-        ) from err
+            f"{path} is not a readable PyTorch checkpoint (truncated or another format){detail}"
+        ) from (None if "weights_only" in str(err) else err)
 
 
 def _model_config(values: dict[str, Any]) -> EsmConfig:
@@ -137,17 +188,26 @@ def _fairseq_contents(data: dict, path: Path) -> CheckpointContents:
     return CheckpointContents(generation, _model_config(model_cfg), data["model"], frozenset())
 
 
-def read_checkpoint(path: str | Path, allow_unsafe: bool = False) -> CheckpointContents:
-    """Either checkpoint kind -> generation, config and state dict in our names."""
+def is_official_layout(data: Any) -> bool:
+    """fair-esm's release layout: ``{"args": Namespace, "model": ...}`` and no fairseq ``cfg``."""
+    return isinstance(data, dict) and data.get("cfg") is None and isinstance(data.get("args"), argparse.Namespace)
+
+
+def checkpoint_contents(data: Any, path: str | Path, allow_unsafe: bool = False) -> CheckpointContents:
+    """What :func:`read_file` returned for ``path``, either kind -> generation, config and state in our names."""
     path = Path(path)
-    data = read_file(path, allow_unsafe)
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise CheckpointError(f"{path} is not a model checkpoint (expected a dict with a 'model' state dict)")
     if data.get("cfg") is not None:
         return _fairseq_contents(data, path)
-    if isinstance(data.get("args"), argparse.Namespace):
+    if is_official_layout(data):
         return _official_contents(data, path, allow_unsafe)
     raise CheckpointError(f"{path} has neither fairseq 'cfg' nor official fair-esm 'args'")
+
+
+def read_checkpoint(path: str | Path, allow_unsafe: bool = False) -> CheckpointContents:
+    """Either checkpoint kind -> generation, config and state dict in our names."""
+    return checkpoint_contents(read_file(path, allow_unsafe), path, allow_unsafe)
 
 
 def model_name(model) -> str:
@@ -214,10 +274,14 @@ def load_weights(
 
 def read_model(path: str | Path, allow_unsafe: bool = False) -> tuple[ESM1, Alphabet]:
     """(model in eval mode, alphabet) from an official fair-esm ``.pt`` or a fairseq checkpoint of this plugin."""
-    contents = read_checkpoint(path, allow_unsafe)
+    return model_of(read_checkpoint(path, allow_unsafe), str(path))
+
+
+def model_of(contents: CheckpointContents, source: str) -> tuple[ESM1, Alphabet]:
+    """(model in eval mode, alphabet) built from a checkpoint's contents; ``source`` names it in errors."""
     alphabet = load_alphabet(contents.generation.name)
     model = ESM1(contents.config, alphabet, contents.generation)
-    load_weights(model, contents.state, str(path), contents.optional_missing)
+    load_weights(model, contents.state, source, contents.optional_missing)
     return model.eval(), alphabet
 
 

@@ -99,7 +99,7 @@ def write(model: ESM1, dst: Path, kind: str, data: Optional[str]) -> list[Path]:
             return list(export_official(model, dst))
         except ValueError as err:  # fair-esm reads the file name: refused names
             raise UsageError(str(err)) from err
-    from fairseq_esm.models.fairseq_checkpoint import save_fairseq_checkpoint
+    from fairseq_esm.tasks.fairseq_checkpoint import save_fairseq_checkpoint
 
     return [save_fairseq_checkpoint(model, dst, data)]
 

@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 import torch
 
-from fairseq_esm.models.fairseq_checkpoint import model_arch, model_section, save_fairseq_checkpoint
 from fairseq_esm.modules.esm1 import ESM1
+from fairseq_esm.tasks.fairseq_checkpoint import model_arch, model_section, save_fairseq_checkpoint
 from fairseq_esm.tasks.fairseq_training import Optimisation, run_fairseq_train, run_options
 from fairseq_esm.tasks.heldout import USER_DIR
 
