@@ -17,7 +17,8 @@ from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.extract import main
 from fairseq_esm.inference.extract import ExtractSpec, ExtractStats, extract_representations, resolve_layers
-from fairseq_esm.inference.output import file_stem, read_shards
+from fairseq_esm.inference.output import read_shards
+from fairseq_esm.io.file_names import file_stem
 from fairseq_esm.modules.batching import windows
 
 TOL = 1e-4
@@ -40,7 +41,7 @@ def extract(*argv: object) -> int:
 def load_pt(out_dir: Path) -> dict[str, dict]:
     """label -> saved dict, found through index.tsv (the only way to find a file whose id was not safe)."""
     rows = [line.split("\t") for line in (out_dir / "index.tsv").read_text().splitlines()[1:]]
-    return {rid: torch.load(out_dir / name) for rid, name in rows}
+    return {rid: torch.load(out_dir / name) for rid, name, *_ in rows}
 
 
 def fair_esm_extract(checkpoint: Path, fasta: Path, layers: list[int], toks_per_batch: int) -> dict[str, dict]:
@@ -226,7 +227,7 @@ def test_unsafe_and_duplicate_ids_get_safe_recorded_names(official_checkpoint, s
     fasta = write_fasta(tmp_path / "in.fasta", records)
     out = tmp_path / "out"
     assert extract(official_checkpoint("esm1b"), fasta, "--out", out) == 0
-    rows = [line.split("\t") for line in (out / "index.tsv").read_text().splitlines()]
+    rows = [line.split("\t")[:2] for line in (out / "index.tsv").read_text().splitlines()]
     assert rows[0] == ["id", "file"]
     assert sorted(rid for rid, _ in rows[1:]) == sorted(ids)
     names = [name for _, name in rows[1:]]
@@ -237,14 +238,16 @@ def test_unsafe_and_duplicate_ids_get_safe_recorded_names(official_checkpoint, s
         assert not name.startswith(".") and len(name.encode()) <= 255
         assert torch.load(out / name)["label"] == next(rid for rid, n in rows[1:] if n == name)
     named = {rid: name for rid, name in rows[1:] if rid != "ok_id"}
-    assert named["sp|P69905|HBA_HUMAN"] == "sp|P69905|HBA_HUMAN.pt"  # safe ids keep their name
-    assert named["a/b"] == file_stem("a/b") + ".pt" != "a/b.pt"  # deterministic mapping
+    assert named["sp|P69905|HBA_HUMAN"] == "sp_P69905_HBA_HUMAN.pt"  # the one rule of io/file_names
+    assert named["a/b"] == file_stem("a/b") + ".pt" == "a_b.pt"  # deterministic mapping
+    assert len(named["x" * 300]) < 120
     # duplicate id (--duplicates keep): the first record keeps the plain name, the second gets its own file
     model, alphabet = load_model(official_checkpoint("esm1b"))
     with torch.no_grad():
         firsts = [model(alphabet.tokenize(seq)[None], repr_layers=[3])["representations"][3][0, 1:-1].mean(0)
                   for rid, seq in records if rid == "ok_id"]
     second = next(name for rid, name in rows[1:] if rid == "ok_id" and name != "ok_id.pt")
+    assert second == "ok_id.2.pt"
     assert_close(torch.load(out / "ok_id.pt")["mean_representations"][3], firsts[0])
     assert_close(torch.load(out / second)["mean_representations"][3], firsts[1])
 
@@ -273,7 +276,7 @@ def test_npz_shards_match_pt_and_resume(official_checkpoint, sample_proteins, tm
     capsys.readouterr()
     index = shards / "index.tsv"
     lines = index.read_text().splitlines()
-    assert lines[0] == "id\tcopy\tshard\trow\tlength" and len(lines) == 11
+    assert lines[0] == "id\tcopy\tshard\trow\tlength\tseq_sha1" and len(lines) == 11
     index.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:3])  # killed before indexing, mid-line
     assert extract(checkpoint, fasta, "--out", shards, *common, "--format", "npz-shards", "--shard-size", 4) == 0
     assert "wrote 0 protein(s)" in capsys.readouterr().err

@@ -70,9 +70,9 @@ def check_outputs(entry: str, case: Case, out: Path) -> None:
         assert report["duplicate_ids"] == case.duplicates
     elif entry == "extract":
         rows = [line.split("\t") for line in (out / "index.tsv").read_text(encoding="utf-8").splitlines()[1:]]
-        assert sorted(rid for rid, _ in rows) == sorted(ids)
+        assert sorted(rid for rid, *_ in rows) == sorted(ids)
         assert len(list(out.glob("*.pt"))) == len(ids)
-        for rid, name in rows:
+        for rid, name, *_ in rows:
             saved = torch.load(out / name)
             assert saved["label"] == rid and torch.isfinite(saved["mean_representations"][3]).all()
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -191,7 +192,8 @@ def write_figures(chains: Sequence[ChainStructure], maps: Sequence[np.ndarray], 
 
 
 def save_png(probs: np.ndarray, path: Path, title: str) -> None:
-    """Heatmap of a contact map, axes in residue numbers (1-based), colour scale fixed to [0, 1]."""
+    """Heatmap of a contact map, axes in residue numbers (1-based), colour scale fixed to [0, 1]; the file
+    appears whole (temp file + rename)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -205,12 +207,37 @@ def save_png(probs: np.ndarray, path: Path, title: str) -> None:
     axes.set_ylabel("residue")
     axes.set_title(title if len(title) <= 60 else title[:57] + "...", fontsize=9)
     figure.colorbar(image, ax=axes, label="contact probability")
-    figure.savefig(path)
+    _atomic_write(path, lambda handle: figure.savefig(handle, format="png"))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(open binary file)`` into ``path.tmp``, then rename: a killed run never leaves a torn file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        write(handle)
+    os.replace(tmp, path)
+
+
+INDEX_COLUMNS = ["id", "file", "length"]
+
+
+def earlier_rows(outdir: Path, ids: set[str]) -> list[list[str]]:
+    """Rows of an earlier run's ``contacts.tsv`` to keep: proteins this run does not redo, whose map is there."""
+    path = outdir / "contacts.tsv"
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text[: text.rfind("\n") + 1].splitlines()  # a line without its newline was torn by a kill
+    rows = [line.split("\t") for line in lines[1:]] if lines and lines[0].split("\t") == INDEX_COLUMNS else []
+    return [row for row in rows if len(row) == 3 and row[0] not in ids and (outdir / row[1]).is_file()]
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """``predict``: a contact map per FASTA protein (.npy, .png) and an index, in --out."""
-    from fairseq_esm.inference.contacts import predict_batch
+    """``predict``: a contact map per FASTA protein (.npy, .png) and an index, in --out. Each map is saved as
+    soon as its batch is computed and listed in ``contacts.tsv`` (one flushed line per protein), so a killed
+    run keeps every map it finished, indexed; the finished index is rewritten in FASTA order. Rows of an earlier
+    run into the same directory stay listed (their names are not reused) unless this run redoes their ids."""
+    from fairseq_esm.inference.contacts import iter_predictions
     from fairseq_esm.modules.batching import residue_budget
 
     outdir = Path(out_or_positional(args, "outdir", "output directory"))
@@ -226,16 +253,30 @@ def run_predict(args: argparse.Namespace) -> int:
               f"context is {model.max_positions()} tokens with <cls>/<eos>", file=sys.stderr)
     if not records:
         raise UsageError(f"{args.fasta}: no protein left to predict (see the report above)")
-    maps = predict_batch(model, alphabet, [seq for _, seq in records], args.max_tokens)
     outdir.mkdir(parents=True, exist_ok=True)
-    index = ["id\tfile\tlength"]
-    for (record_id, sequence), stem, probs in zip(records, file_stems([rid for rid, _ in records]), maps):
-        np.save(outdir / f"{stem}.npy", probs.astype(np.float32))
-        if not args.no_png:
-            save_png(probs, outdir / f"{stem}.png", record_id)
-        index.append(f"{record_id}\t{stem}.npy\t{len(sequence)}")
-    (outdir / "contacts.tsv").write_text("\n".join(index) + "\n")
+    kept = earlier_rows(outdir, {rid for rid, _ in records})
+    stems = file_stems([rid for rid, _ in records], taken=[Path(row[1]).stem for row in kept])
+    index_path = outdir / "contacts.tsv"
+
+    def write_index(rows: Sequence[Sequence[str]]) -> None:
+        _atomic_write(index_path, lambda f: f.write("".join("\t".join(r) + "\n" for r in rows).encode("utf-8")))
+
+    write_index([INDEX_COLUMNS, *kept])
+    rows: dict[int, list[str]] = {}
+    with open(index_path, "a", encoding="utf-8") as index:
+        for position, probs in iter_predictions(model, alphabet, [seq for _, seq in records], args.max_tokens):
+            (record_id, sequence), stem = records[position], stems[position]
+            _atomic_write(outdir / f"{stem}.npy", lambda f: np.save(f, probs.astype(np.float32)))
+            if not args.no_png:
+                save_png(probs, outdir / f"{stem}.png", record_id)
+            rows[position] = [record_id, f"{stem}.npy", str(len(sequence))]
+            index.write("\t".join(rows[position]) + "\n")
+            index.flush()
+    write_index([INDEX_COLUMNS, *kept, *(rows[i] for i in sorted(rows))])
     print(f"wrote {len(records)} contact maps to {outdir}")
+    if kept:
+        print(f"note: {outdir / 'contacts.tsv'} also lists {len(kept)} map(s) of an earlier run (proteins not in "
+              f"{args.fasta})", file=sys.stderr)
     return 0
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from fairseq_esm.inference.extract import ExtractSpec
+    from fairseq_esm.inference.output import PtWriter, ShardWriter
     from fairseq_esm.modules.alphabet import Alphabet
     from fairseq_esm.modules.esm1 import ESM1
 
@@ -158,6 +159,19 @@ def plan_run(records: list[tuple[str, str]], spec: ExtractSpec) -> None:
               f"{examples}", file=sys.stderr)
 
 
+def report_resume(writer: PtWriter | ShardWriter, out: Path) -> None:
+    """Say which outputs already in ``out`` are redone because their sequence changed, and which are kept
+    without a checksum to check them against (written by an older version)."""
+    if writer.changed:
+        print(f"note: {writer.changed:,} protein(s) in {out} have a different sequence than when their output was "
+              f"written (e.g. {', '.join(writer.changed_examples)}): recomputing and overwriting them",
+              file=sys.stderr)
+    if writer.unverified:
+        print(f"note: {writer.unverified:,} output(s) in {out} were indexed without a sequence checksum (older "
+              "version): kept as matching their sequence, and the checksum is recorded now; delete a file to "
+              "recompute it", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Extract every protein of the FASTA not already in --out; report and summary on stderr."""
     args = build_parser().parse_args(argv)
@@ -168,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from fairseq_esm.checkpoints import load_model, pick_device
     from fairseq_esm.inference.extract import ExtractStats, extract_representations
-    from fairseq_esm.inference.output import check_settings, copy_numbers, open_writer
+    from fairseq_esm.inference.output import check_settings, open_writer
+    from fairseq_esm.io.file_names import copy_numbers
 
     device = pick_device(args.device)
     check_args(args, device)
@@ -188,22 +203,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fp16 or args.bf16:
         model = model.to(torch.float16 if args.fp16 else torch.bfloat16)
     copies = copy_numbers([rid for rid, _ in records])
-    todo = [i for i, (rid, _) in enumerate(records) if not writer.resume(rid, copies[i])]
+    todo = writer.plan([(rid, copy, seq) for (rid, seq), copy in zip(records, copies)])
+    report_resume(writer, args.out)
     plan_run([records[i] for i in todo], spec)
     stats, start = ExtractStats(), time.perf_counter()
     try:  # closing flushes the results already computed, also when interrupted
         with tqdm(total=len(todo), unit="protein", file=sys.stderr, disable=True if args.no_progress else None) as bar:
             for position, result in extract_representations(model, alphabet, [records[i] for i in todo], spec, stats):
                 index = todo[position]
-                writer.add(records[index][0], copies[index], len(records[index][1]), result)
+                writer.add(records[index][0], copies[index], records[index][1], result)
                 bar.update()
     finally:
         writer.close()
     seconds = time.perf_counter() - start
     print(f"wrote {stats.sequences:,} protein(s) ({stats.residues:,} residues, "
           f"{stats.residues / max(seconds, 1e-9):,.0f} residues/s) to {args.out}; skipped "
-          f"{len(records) - len(todo):,} already there; windowed {stats.windowed:,}, truncated {stats.truncated:,}",
-          file=sys.stderr)
+          f"{writer.skipped:,} already there; recomputed {writer.changed:,} whose sequence changed; "
+          f"windowed {stats.windowed:,}, truncated {stats.truncated:,}", file=sys.stderr)
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -56,19 +56,27 @@ def attention_features(model: ESM1, alphabet: Alphabet, sequence: str) -> Tensor
     return contact_features(tokens, attentions, alphabet)[0].float().cpu()
 
 
-@torch.no_grad()
-def predict_batch(model: ESM1, alphabet: Alphabet, sequences: Sequence[str], toks_per_batch: int = 2048
-                  ) -> list[np.ndarray]:
-    """(L, L) float32 contact probabilities per protein, batched by length (padding does not change them)."""
+def iter_predictions(model: ESM1, alphabet: Alphabet, sequences: Sequence[str], toks_per_batch: int = 2048
+                     ) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index into sequences, (L, L) float32 contact probabilities)`` batch by batch (batched by length;
+    padding does not change a map), so a caller can save each map as soon as it is computed."""
     device = next(model.parameters()).device
     lengths = [len(s) + alphabet.num_specials_added for s in sequences]
-    result: list[np.ndarray] = [np.empty(0)] * len(sequences)
     for batch in length_batches(lengths, toks_per_batch):
         tokens = pad_tokens([alphabet.tokenize(sequences[i]) for i in batch], alphabet.padding_idx).to(device)
-        contacts = model.predict_contacts(tokens).float().cpu().numpy()  # (B, T', T')
+        with torch.no_grad():
+            contacts = model.predict_contacts(tokens).float().cpu().numpy()  # (B, T', T')
         for row, index in enumerate(batch):
             size = len(sequences[index])
-            result[index] = np.ascontiguousarray(contacts[row, :size, :size])
+            yield index, np.ascontiguousarray(contacts[row, :size, :size])
+
+
+def predict_batch(model: ESM1, alphabet: Alphabet, sequences: Sequence[str], toks_per_batch: int = 2048
+                  ) -> list[np.ndarray]:
+    """(L, L) float32 contact probabilities per protein, in input order."""
+    result: list[np.ndarray] = [np.empty(0)] * len(sequences)
+    for index, probs in iter_predictions(model, alphabet, sequences, toks_per_batch):
+        result[index] = probs
     return result
 
 

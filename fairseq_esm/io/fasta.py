@@ -27,7 +27,9 @@ id seen before in the file             kept (``--duplicates skip``:    ``duplica
                                        skipped; ``error``: stop)       (``duplicate_id``)
 =====================================  ==============================  =========================
 
-The id is the first whitespace-delimited token of the header. Whole-file problems (empty file,
+A source is opened exactly once (:func:`open_fasta`): a file, ``-`` (standard input), ``/dev/stdin``, a named
+FIFO or a process substitution (``<(zcat x.gz)``), plain or gzip alike; gzip is sniffed from the first bytes
+of that one stream. The id is the first whitespace-delimited token of the header. Whole-file problems (empty file,
 sequence data before any ``>`` header, FASTQ, GenBank, bzip2/xz/zstd/zip or other binary data
 (a start that is not UTF-8 text), CR-only line endings, truncated gzip) raise
 :class:`FastaFormatError`, one line naming the file and line. Duplicate detection keeps one set
@@ -39,9 +41,13 @@ from __future__ import annotations
 import argparse
 import codecs
 import gzip
+import io
+import os
+import stat
 import sys
 import zlib
 from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from typing import Any, BinaryIO, Callable, Iterator
@@ -51,6 +57,7 @@ import numpy as np
 from fairseq_esm.errors import InputError
 from fairseq_esm.io.residues import GAP_SYMBOLS, RESIDUE_LETTERS
 
+STDIN = "-"  # the FASTA path that means standard input
 CHUNK_BYTES = 1 << 20  # fits in cache: faster than bigger chunks, and bounds memory
 MAX_EXAMPLES = 5
 AMBIGUOUS = "BZUOX"
@@ -304,11 +311,69 @@ def clean_chunk(chunk: Chunk, policy: ResiduePolicy) -> CleanChunk:
     return CleanChunk(residues=raw, lengths=n_res[ok], ids=ids, report=report)
 
 
-def _open(path: str) -> BinaryIO:
-    """Plain or gzip byte stream; gzip is recognised by its magic bytes, not the file name."""
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+class _Prefixed(io.RawIOBase):
+    """A byte stream whose first bytes were already read (to sniff the format): those bytes, then the rest."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        super().__init__()
+        self._head, self._rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        return self._rest.readinto(buffer)
+
+
+def source_name(path: str) -> str:
+    """How a FASTA source is named in reports and errors (``-`` is standard input)."""
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+def _read_once_key(path: str) -> tuple | None:
+    """An identity for a source that can be read only once (standard input, a pipe or FIFO), else None."""
+    if path == STDIN:
+        return (STDIN,)
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None  # open() says what is wrong
+    if stat.S_ISFIFO(info.st_mode) or stat.S_ISSOCK(info.st_mode):  # (its times change as it is written)
+        return (os.path.realpath(path), info.st_dev, info.st_ino)
+    return None
+
+
+_READ_SOURCES: set[tuple] = set()  # pipes and FIFOs this process has opened: a second open finds them drained
+
+
+@contextmanager
+def open_fasta(path: str) -> Iterator[BinaryIO]:
+    """The bytes of a FASTA source, plain or gzip (recognised by its magic bytes, not its name), opened once:
+    a file, ``-`` (standard input), ``/dev/stdin``, a named FIFO or a process substitution (``<(zcat x.gz)``).
+
+    The first two bytes are read from the one open stream and put back in front of the rest, so nothing is
+    read twice. A pipe or FIFO opened a second time in one process (a tool that reads its input twice) is an
+    error that says to save the data to a file, instead of an 'empty file' or a wait for a writer that is gone.
+    """
+    path = str(path)
+    key = _read_once_key(path)
+    if key is not None:
+        if key in _READ_SOURCES:
+            raise FastaFormatError(source_name(path), None, "a pipe, FIFO or standard input can be read only once, "
+                                   "and this step reads its input again", "save the FASTA to a file and pass that")
+        _READ_SOURCES.add(key)
+    with open(0, "rb", closefd=False) if path == STDIN else open(path, "rb") as raw:
+        head = raw.read(2)  # a buffered read: up to 2 bytes even from a pipe that delivers them one at a time
+        stream = io.BufferedReader(_Prefixed(head, raw))
+        if head == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:  # reads forward only: fine on a pipe
+                yield unzipped
+        else:
+            yield stream
 
 
 def _binary_kind(head: bytes) -> str | None:
@@ -342,9 +407,10 @@ def _check_start(path: str, data: bytes) -> tuple[bytes, int]:
 
 def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[bytes, int]]:
     """Stream whole records in ~chunk_bytes pieces (each starts at '>' and ends in a newline), with line numbers."""
+    name = source_name(path)
     try:
-        with _open(path) as stream:
-            data, line = _check_start(path, stream.read(chunk_bytes))
+        with open_fasta(path) as stream:
+            data, line = _check_start(name, stream.read(chunk_bytes))
             while True:
                 block = stream.read(chunk_bytes)
                 data += block
@@ -356,7 +422,7 @@ def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[byt
                 if not block:
                     return
     except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-        raise FastaFormatError(path, None, f"truncated or corrupt gzip ({err})",
+        raise FastaFormatError(name, None, f"truncated or corrupt gzip ({err})",
                                "re-download or re-compress it") from None
 
 
@@ -391,7 +457,7 @@ def iter_chunks(path: str, policy: ResiduePolicy, chunk_bytes: int = CHUNK_BYTES
         unique = set(ids)
         duplicates = [] if len(unique) == len(ids) and seen.isdisjoint(unique) else _duplicates(ids, bad, seen)
         seen |= unique
-        chunk = Chunk(data, str(path), line, starts, ends, ids, duplicates, bad)
+        chunk = Chunk(data, source_name(path), line, starts, ends, ids, duplicates, bad)
         if duplicates and policy.duplicates == "error":
             line_no = _line_of(chunk, int(starts[duplicates[0]]))
             raise FastaFormatError(chunk.source, line_no, f"duplicate id {ids[duplicates[0]]!r}",
