@@ -57,7 +57,8 @@ def test_crops_and_masks_do_not_depend_on_other_threads(data_bin):
     stored = Dictionary.load(str(data_bin / "dict.txt"))
     records = data_utils.load_indexed_dataset(str(data_bin / "train"), stored)
     alphabet = esm1b_alphabet()
-    samples = MaskedProteinDataset(CropDataset(records, alphabet, 64, stored.eos(), seed=3), masking_scheme(alphabet), 3)
+    cropped = CropDataset(records, alphabet, 64, stored.eos(), seed=3)
+    samples = MaskedProteinDataset(cropped, masking_scheme(alphabet), 3)
     samples.set_epoch(2)
 
     def draw() -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -98,7 +98,8 @@ def assert_continues_exactly(resumed_log: str, since: int, save: Path, uninterru
     after = records(resumed_log)
     assert sorted(after) == list(range(since + 1, MAX_UPDATE + 1))
     assert after == {u: r for u, r in uninterrupted["stats"].items() if u > since}
-    finished, reference = checkpoint(save / "checkpoint_last.pt"), checkpoint(uninterrupted["save"] / "checkpoint_last.pt")
+    finished = checkpoint(save / "checkpoint_last.pt")
+    reference = checkpoint(uninterrupted["save"] / "checkpoint_last.pt")
     assert all(torch.equal(finished["model"][k], reference["model"][k]) for k in reference["model"])
     assert finished["extra_state"]["train_iterator"] == reference["extra_state"]["train_iterator"]
 
@@ -229,7 +230,8 @@ def test_batches_of_an_epoch_do_not_depend_on_where_the_run_started(layout, layo
                 resumed = epochs_from(cfg, start, 3, shard, num_shards)
                 assert all(same_batches(resumed[e], from_start[e]) for e in range(start, 4)), (num_shards, start)
     for epoch in (2, 3):  # every protein (one member of every cluster) once per epoch, over both ranks
-        ids = [i for shard in range(2) for b in epochs_from(cfg, epoch, epoch, shard, 2)[epoch] for i in b["id"].tolist()]
+        batches = [b for shard in range(2) for b in epochs_from(cfg, epoch, epoch, shard, 2)[epoch]]
+        ids = [i for b in batches for i in b["id"].tolist()]
         assert sorted(ids) == list(range(len(ids))) and len(ids) in (TRAIN_PROTEINS, 97, 200)
 
 

@@ -347,7 +347,7 @@ def _read_once_key(path: str) -> tuple | None:
     return None
 
 
-_READ_SOURCES: set[tuple] = set()  # pipes and FIFOs this process has opened: a second open finds them drained
+_READ_SOURCES: set[tuple] = set()  # pipes and FIFOs this process has opened: a second open may find them drained
 
 
 @contextmanager
@@ -356,18 +356,20 @@ def open_fasta(path: str) -> Iterator[BinaryIO]:
     a file, ``-`` (standard input), ``/dev/stdin``, a named FIFO or a process substitution (``<(zcat x.gz)``).
 
     The first two bytes are read from the one open stream and put back in front of the rest, so nothing is
-    read twice. A pipe or FIFO opened a second time in one process (a tool that reads its input twice) is an
-    error that says to save the data to a file, instead of an 'empty file' or a wait for a writer that is gone.
+    read twice. A pipe or FIFO this process opened before that now yields nothing (a tool that reads its input
+    twice) is an error that says to save the data to a file, instead of an 'empty file'. One that yields data
+    again is read: a new FIFO at the same path can reuse the old one's inode.
     """
     path = str(path)
     key = _read_once_key(path)
-    if key is not None:
-        if key in _READ_SOURCES:
-            raise FastaFormatError(source_name(path), None, "a pipe, FIFO or standard input can be read only once, "
-                                   "and this step reads its input again", "save the FASTA to a file and pass that")
-        _READ_SOURCES.add(key)
     with open(0, "rb", closefd=False) if path == STDIN else open(path, "rb") as raw:
         head = raw.read(2)  # a buffered read: up to 2 bytes even from a pipe that delivers them one at a time
+        if key is not None:
+            if not head and key in _READ_SOURCES:
+                raise FastaFormatError(source_name(path), None, "a pipe, FIFO or standard input can be read only "
+                                       "once, and this step reads its input again",
+                                       "save the FASTA to a file and pass that")
+            _READ_SOURCES.add(key)
         stream = io.BufferedReader(_Prefixed(head, raw))
         if head == b"\x1f\x8b":
             with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:  # reads forward only: fine on a pipe

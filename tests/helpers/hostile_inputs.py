@@ -33,6 +33,7 @@ class Case:
     line: int | None = None  # line number the error must name
     args: list[str] = field(default_factory=list)
     suffix: str = ".fasta"
+    fifo: bool = False  # given through a named pipe (read once, as from `<(zcat x.gz)` or standard input)
 
     @property
     def ok(self) -> bool:
@@ -160,6 +161,10 @@ def _record_cases(p: list[str], long: str) -> list[Case]:
              [("sp|P69905|HBA_HUMAN", a), ("tr|A0A024R161|A0A024R161_HUMAN", b)], 2),
         Case("unsafe_file_name_ids", "ids `a/b`, `..` and a 300-character id", fasta(odd).encode(),
              [("a/b", a), ("..", b), ("x" * 300, c)], 3),
+        Case("ids_differ_in_case", "ids `P69905`, `p69905` (one file each, also on case-insensitive file systems)",
+             fasta([("P69905", a), ("p69905", b)]).encode(), [("P69905", a), ("p69905", b)], 2),
+        Case("long_ids_shared_prefix", "two 300-character ids sharing their first 250 characters",
+             fasta(long_ids := [("y" * 250 + "A" * 50, a), ("y" * 250 + "B" * 50, b)]).encode(), long_ids, 2),
         Case("long_header", "a 20,000-character description line", fasta([("r1 " + "desc " * 4000, a)]).encode(),
              [("r1", a)], 1),
         Case("blank_lines_no_final_newline", "blank lines before, between and inside records; no final newline",
@@ -181,7 +186,11 @@ def _file_cases(p: list[str]) -> list[Case]:
     fastq = "".join(f"@read{i}\n{s}\n+\n{'I' * len(s)}\n" for i, s in enumerate(p[:2])).encode()
     genbank = (f"LOCUS       P69905   {len(p[0])} aa   linear   PRI\nDEFINITION  test.\n"
                f"ORIGIN\n        1 {p[0][:10].lower()}\n//\n").encode()
+    records = [("r1", p[10]), ("r2", p[11])]
     return [
+        Case("through_fifo", "plain FASTA through a named pipe (FIFO)", text, records, 2, fifo=True),
+        Case("gzip_through_fifo", "gzip FASTA through a named pipe, as `<(cat x.fasta.gz)`", gzip.compress(text),
+             records, 2, fifo=True),
         Case("empty_file", "a 0-byte file", b"", error="empty file"),
         Case("whitespace_only", "only blank lines", b"\n \r\n\t\n", error="empty file"),
         Case("header_only_file", "a file with one header and no residues", b">lonely protein\n",
