@@ -12,6 +12,7 @@ from fairseq import options
 from fairseq_cli import preprocess
 from helpers.oracle import fair_esm_model, write_official
 from helpers.proteins import read_proteins
+from helpers.training import tiny_data
 
 from fairseq_esm.modules.alphabet import DICT_DIR
 
@@ -39,6 +40,13 @@ def fairseq_preprocess(tmp_path_factory) -> Callable[[list[str], list[str]], Pat
         return work / "data-bin"
 
     return run
+
+
+@pytest.fixture(scope="session")
+def clean_data(fairseq_preprocess, sample_proteins) -> Path:
+    """The training tests' data-bin (240 train / 40 valid real proteins, ``helpers.training.tiny_data``); copy it
+    before changing it."""
+    return tiny_data(fairseq_preprocess, sample_proteins)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from fairseq import checkpoint_utils, options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.trainer import Trainer
 from fairseq_cli import preprocess
-from helpers.training import ROOT, environment, tiny_data, train_args
+from helpers.training import ROOT, environment, train_args
 
 from fairseq_esm.checkpoints.pt_files import CheckpointError
 from fairseq_esm.data import integrity
@@ -26,11 +26,6 @@ from fairseq_esm.data.integrity import DataIntegrityError
 from fairseq_esm.errors import install_excepthook
 from fairseq_esm.modules.alphabet import DICT_DIR, esm1b_alphabet
 from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
-
-
-@pytest.fixture(scope="module")
-def clean_data(fairseq_preprocess, sample_proteins) -> Path:
-    return tiny_data(fairseq_preprocess, sample_proteins)
 
 
 @pytest.fixture

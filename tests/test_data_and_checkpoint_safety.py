@@ -22,7 +22,7 @@ import pytest
 import torch
 from fairseq import checkpoint_utils
 from helpers.proteins import write_fasta
-from helpers.training import ROOT, environment, losses, tiny_data, train_args
+from helpers.training import ROOT, environment, losses, train_args
 from omegaconf import OmegaConf
 
 import fairseq_esm.tasks  # noqa: F401  (the plugin, as fairseq-train / fairseq-validate load it)
@@ -39,11 +39,6 @@ pytestmark = [
 ]
 #: esm1b_t4_1M's sizes and the --max-positions of helpers.training.train_args, as a fair-esm release file
 T4_1M = {"layers": 4, "dim": 128, "ffn": 512, "heads": 8, "max_positions": 64}
-
-
-@pytest.fixture(scope="module")
-def clean_data(fairseq_preprocess, sample_proteins) -> Path:
-    return tiny_data(fairseq_preprocess, sample_proteins)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from fairseq.data import Dictionary, data_utils
-from helpers.training import TRAIN_PROTEINS, checkpoint, run, tiny_data, train_args, update_stats
+from helpers.training import TRAIN_PROTEINS, checkpoint, run, train_args, update_stats
 
 from fairseq_esm.data.crop import CropDataset
 from fairseq_esm.data.masking import MaskedProteinDataset, masking_scheme
@@ -27,8 +27,8 @@ TIMINGS = {"wps", "ups", "wall", "train_wall", "gb_free"}
 
 
 @pytest.fixture(scope="module")
-def data_bin(fairseq_preprocess, sample_proteins) -> Path:
-    return tiny_data(fairseq_preprocess, sample_proteins)
+def data_bin(clean_data) -> Path:
+    return clean_data
 
 
 def test_same_command_twice_gives_bit_identical_checkpoints(data_bin, tmp_path):

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import threading
 from contextlib import contextmanager
-import struct
 from pathlib import Path
 
 import numpy as np

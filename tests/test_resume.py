@@ -30,7 +30,6 @@ from helpers.training import (
     checkpoint,
     environment,
     run,
-    tiny_data,
     train_args,
     update_stats,
 )
@@ -72,8 +71,8 @@ sys.exit(cli_main())
 
 
 @pytest.fixture(scope="module")
-def data(fairseq_preprocess, sample_proteins) -> Path:
-    return tiny_data(fairseq_preprocess, sample_proteins)
+def data(clean_data) -> Path:
+    return clean_data
 
 
 @pytest.fixture(scope="module")
