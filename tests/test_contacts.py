@@ -15,7 +15,7 @@ import torch
 from helpers.proteins import write_fasta
 
 from fairseq_esm.checkpoints import load_model
-from fairseq_esm.checkpoints.pt_files import regression_path
+from fairseq_esm.checkpoints.pt_files import CheckpointError, regression_path
 from fairseq_esm.cli.common import run_main
 from fairseq_esm.cli.contacts import main
 from fairseq_esm.evaluation.contact_figure import contact_figure
@@ -217,8 +217,8 @@ def test_help_and_one_line_errors(official_checkpoint, tmp_path, capsys) -> None
         "no protein chain 'B'": ["evaluate", checkpoint, str(STRUCTURES / "1LCD.pdb.gz") + ":B"],
         "nope.pt": ["predict", str(tmp_path / "nope.pt"), str(fasta), "--out", str(tmp_path / "out")],
         "absent.fasta": ["predict", checkpoint, str(tmp_path / "absent.fasta"), "--out", str(tmp_path / "out")],
-        "not a contact regression file": ["predict", checkpoint, str(fasta), "--out", str(tmp_path / "o"),
-                                          "--regression", str(fasta)],
+        "contact regression file: ": ["predict", checkpoint, str(fasta), "--out", str(tmp_path / "o"),
+                                      "--regression", str(fasta)],
         "pass --out": ["predict", checkpoint, str(fasta)],
         "give only --out": ["predict", checkpoint, str(fasta), str(tmp_path / "o"), "--out", str(tmp_path / "o")],
     }
@@ -226,6 +226,24 @@ def test_help_and_one_line_errors(official_checkpoint, tmp_path, capsys) -> None
         assert run_main(main, argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and expected in err[0], err
+
+
+def test_unsafe_regression_file_keeps_the_allow_unsafe_advice(tmp_path) -> None:
+    """The checkpoint reader's refusal (naming --allow-unsafe) survives, with the regression context added."""
+    import datetime
+
+    path = tmp_path / "unsafe-regression.pt"
+    save_regression(path, Regression(np.linspace(-1, 1, 12, dtype=np.float32), -2.0))
+    data = torch.load(path)
+    data["fit"] = {"when": datetime.date(2024, 1, 1)}  # a Python object weights_only loading refuses
+    torch.save(data, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_regression(path)
+    message = str(caught.value)
+    assert message.startswith(f"contact regression file: {path} holds Python objects") and "--allow-unsafe" in message
+    assert "expected a torch file holding" in message
+    fitted = load_regression(path, allow_unsafe=True)
+    assert fitted.intercept == -2.0 and fitted.info["when"] == datetime.date(2024, 1, 1)
 
 
 def test_evaluate_draws_predicted_over_true(official_checkpoint, tmp_path, capsys) -> None:

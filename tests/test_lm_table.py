@@ -59,7 +59,7 @@ def test_usage_errors_are_one_line(trained, tmp_path, capsys):
     fasta = tmp_path / "not_a_checkpoint.pt"
     fasta.write_text(">p\nMKV\n")
     assert run_main(lm_table.main, [str(data), "--model", f"x={fasta}"]) == 2
-    assert "not a fairseq checkpoint of a fairseq_esm model" in capsys.readouterr().err
+    assert f"error: {fasta} is not a readable PyTorch checkpoint" in capsys.readouterr().err
     assert run_main(lm_table.main, [str(data), "--untrained", "x=no_such_arch"]) == 2
     assert "unknown --arch 'no_such_arch'; this plugin's: " in capsys.readouterr().err
     bad = tmp_path / "bad.json"

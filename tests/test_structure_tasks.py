@@ -91,7 +91,8 @@ def test_builder_counts_and_masking(built, labels):
     task = make_task(ContactPredictionTask, data)
     task.load_dataset("train")
     names = (data / "train.names.txt").read_text().split()
-    ss8 = dict(zip(structure_dataset.read_fasta(labels / "labels.fasta"), (labels / "ss8.txt").read_text().split()))
+    ss8 = dict(zip(structure_dataset.read_labels_fasta(labels / "labels.fasta"),
+                   (labels / "ss8.txt").read_text().split()))
     states = {name: s for (name, _), s in ss8.items()}
     for index, name in enumerate(names):
         item = task.dataset("train")[index]
@@ -231,6 +232,20 @@ def test_labels_dir_that_disagrees_is_refused(labels, tmp_path, capsys):
     (broken / "ss8.txt").write_text("\n".join([lines[0][:-1]] + lines[1:]) + "\n")
     assert run_main(structure_dataset.main, [str(broken), "--out", str(tmp_path / "out")]) == 2
     assert "line 1" in capsys.readouterr().err
+
+
+def test_labels_fasta_goes_through_the_shared_reader(labels, tmp_path, capsys):
+    """labels.fasta is read by io/fasta (one residue policy); a record it would skip is refused, not shifted."""
+    records = structure_dataset.read_labels_fasta(labels / "labels.fasta")
+    assert len(records) == 7 and all(seq.isupper() and seq.isalpha() for _, seq in records)
+    broken = tmp_path / "labels"
+    shutil.copytree(labels, broken)
+    text = (broken / "labels.fasta").read_text()
+    first_sequence = text.split("\n")[1]
+    (broken / "labels.fasta").write_text(text.replace(first_sequence, first_sequence[:5] + "%" + first_sequence[6:], 1))
+    assert run_main(structure_dataset.main, [str(broken), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "labels.fasta: 1 of its records cannot be read (invalid_character" in err[0], err
 
 
 def test_features_are_concatenated(built, backbone, tmp_path):

@@ -86,7 +86,7 @@ def load_contact_model(args: argparse.Namespace, uses_regression: bool) -> tuple
     model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
     regression = getattr(args, "regression", None)
     if regression:
-        fitted = load_regression(regression)
+        fitted = load_regression(regression, args.allow_unsafe)
         install_regression(model, fitted.coef, fitted.intercept)
     elif uses_regression and not regression_is_fitted(model):
         print(f"warning: {args.checkpoint} has no fitted contact regression (fairseq-train never fits it): "

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import stat
 import sys
 import time
 from dataclasses import asdict
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from fairseq_esm.cli.common import UsageError, add_alias, add_model_args, add_progress, apply_threads, run_main
 from fairseq_esm.cli.variants import add_table_args, load_wild_type, measured, need_column, read_table
+from fairseq_esm.io.fasta import STDIN
 
 if TYPE_CHECKING:
     from fairseq_esm.evaluation.mutational_finetune import FoldResult
@@ -35,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: model, table and its columns, wild type, folds and optimisation, outputs."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-finetune-variants", description=DESCRIPTION)
     add_model_args(parser)
-    parser.add_argument("--sequence", required=True, help="FASTA file holding the wild type, or the sequence itself")
+    parser.add_argument("--sequence", required=True,
+                        help="FASTA holding the wild type (a file, - for standard input, or a pipe), "
+                        "or the sequence itself")
     add_table_args(parser, "DMS_score", "column of measured scores (default %(default)s)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5: 80/20)")
     parser.add_argument("--epochs", type=int, default=3, help="passes over each training part (default 3)")
@@ -66,9 +71,20 @@ def check_settings(args: argparse.Namespace, num_layers: int) -> None:
         raise UsageError(f"--train-layers {args.train_layers}: the model has {num_layers} layers")
 
 
+def names_input(value: str) -> bool:
+    """``-``, or a path that exists and is not a directory: a regular file, FIFO, pipe, socket or device."""
+    if value == STDIN:
+        return True
+    try:
+        return not stat.S_ISDIR(os.stat(value).st_mode)
+    except (OSError, ValueError):  # no such path (or a sequence too long to be a file name)
+        return False
+
+
 def wild_type_of(args: argparse.Namespace) -> str:
-    """--sequence as a FASTA file when such a file exists, else as the sequence itself."""
-    if Path(args.sequence).is_file():
+    """--sequence as FASTA when it is ``-`` (standard input) or names a file, FIFO or ``<(zcat x.gz)`` (each read
+    once), else as the sequence itself."""
+    if names_input(args.sequence):
         return load_wild_type(argparse.Namespace(sequence=None, fasta=args.sequence, wt_id=args.wt_id))
     try:
         return load_wild_type(argparse.Namespace(sequence=args.sequence, fasta=None, wt_id=None))

@@ -4,25 +4,38 @@
 
 Records are copied verbatim (header and sequence lines as they are; the residue policy is applied
 later, when binarizing), both outputs keep the input order, and the same seed gives the same
-split. Two streaming passes: count, then write. A split of sequences, not of clusters:
-near-identical proteins can land on both sides.
+split. A split of sequences, not of clusters: near-identical proteins can land on both sides.
+
+The held-out records are drawn from the record count, so the records are read twice: count, then
+write. A file is simply read twice; standard input (``-``), a FIFO or ``<(zcat x.gz)`` can be read only
+once, so it is read once into a plain spool file in the output directory (removed afterwards), which the
+second pass reads. Either way the outputs are the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from contextlib import suppress
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from fairseq_esm.cli.common import add_out, run_main
-from fairseq_esm.io.fasta import FastaFormatError, read_chunks, record_starts
+from fairseq_esm.io.fasta import FastaFormatError, read_chunks, reads_once, record_starts
 
 
-def count_records(fasta: str) -> int:
-    """Number of records (``>`` lines) in the file."""
-    return sum(len(record_starts(data)[0]) for data, _ in read_chunks(fasta))
+def count_records(fasta: str, spool: BinaryIO | None = None) -> int:
+    """Number of records (``>`` lines) in the file; with ``spool``, its records are also copied there
+    (decompressed, from the first header), so a source that can be read only once is read once."""
+    n_records = 0
+    for data, _ in read_chunks(fasta):
+        n_records += len(record_starts(data)[0])
+        if spool is not None:
+            spool.write(data)
+    return n_records
 
 
 def choose_valid(n_records: int, args: argparse.Namespace) -> np.ndarray:
@@ -47,6 +60,24 @@ def write_split(fasta: str, valid: np.ndarray, train_out: Path, valid_out: Path)
                 index += 1
 
 
+def split_via_spool(args: argparse.Namespace, out: Path) -> np.ndarray:
+    """Read a once-only source into a spool file in ``out`` while counting, then split the spool; the
+    output directory is removed again if this made it and the input fails."""
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".split-fasta-spool-", suffix=".fasta") as spool:
+            valid = choose_valid(count_records(args.fasta, spool), args)
+            spool.flush()
+            write_split(spool.name, valid, out / "train.fasta", out / "valid.fasta")
+    except BaseException:
+        if made:
+            with suppress(OSError):
+                out.rmdir()  # only if empty: nothing written yet
+        raise
+    return valid
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The FASTA input, ``--out`` directory, how many records to hold out, the seed."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-split-fasta", description=__doc__,
@@ -63,10 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Split, write, and print the counts."""
     args = build_parser().parse_args(argv)
-    valid = choose_valid(count_records(args.fasta), args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_split(args.fasta, valid, out / "train.fasta", out / "valid.fasta")
+    if reads_once(args.fasta):
+        valid = split_via_spool(args, out)
+    else:
+        valid = choose_valid(count_records(args.fasta), args)
+        out.mkdir(parents=True, exist_ok=True)
+        write_split(args.fasta, valid, out / "train.fasta", out / "valid.fasta")
     print(f"{args.fasta}: {len(valid):,} records -> {out / 'train.fasta'} {int((~valid).sum()):,}, "
           f"{out / 'valid.fasta'} {int(valid.sum()):,} (seed {args.seed})")
     return 0

@@ -24,6 +24,7 @@ import numpy as np
 
 from fairseq_esm.cli.common import UsageError, add_out, run_main
 from fairseq_esm.io.clusters import run_mmseqs
+from fairseq_esm.io.fasta import FastaReport, read_fasta
 
 
 @dataclass
@@ -36,17 +37,16 @@ class Chain:
     contacts: Optional[Path]
 
 
-def read_fasta(path: Path) -> list[tuple[str, str]]:
-    """(name, sequence) records of a labels.fasta."""
-    records: list[tuple[str, list[str]]] = []
-    for line in path.read_text().splitlines():
-        if line.startswith(">"):
-            records.append((line[1:].split()[0], []))
-        elif line.strip():
-            if not records:
-                raise UsageError(f"{path}: sequence before the first '>' header")
-            records[-1][1].append(line.strip())
-    return [(name, "".join(parts)) for name, parts in records]
+def read_labels_fasta(path: Path) -> list[tuple[str, str]]:
+    """(name, sequence) records of a labels.fasta, through the shared FASTA reader. ss8.txt has a line per
+    record, so a record the reader would skip (empty, invalid characters) is an error, not a shifted label."""
+    report = FastaReport()
+    records = list(read_fasta(str(path), report=report))
+    if report.skipped:
+        reason, examples = sorted(report.skipped_examples.items())[0]
+        raise UsageError(f"{path}: {sum(report.skipped.values())} of its records cannot be read ({reason}, e.g. "
+                         f"{examples[0]}); rerun fairseq-esm-structure-labels")
+    return records
 
 
 def read_label_dir(directory: Path) -> list[Chain]:
@@ -55,7 +55,7 @@ def read_label_dir(directory: Path) -> list[Chain]:
     for path in (fasta, ss8_path):
         if not path.is_file():
             raise UsageError(f"{path} not found: {directory} is not a fairseq-esm-structure-labels output dir")
-    records, states = read_fasta(fasta), ss8_path.read_text().splitlines()
+    records, states = read_labels_fasta(fasta), ss8_path.read_text().splitlines()
     if len(records) != len(states):
         raise UsageError(f"{ss8_path} has {len(states)} lines but {fasta} has {len(records)} records; "
                          "rerun fairseq-esm-structure-labels")

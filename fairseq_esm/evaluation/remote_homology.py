@@ -30,7 +30,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from fairseq_esm.errors import InputError
-from fairseq_esm.io.fasta import FastaReport, ResiduePolicy, read_chunks, read_fasta, record_starts
+from fairseq_esm.io.fasta import FastaReport, ResiduePolicy, clean_chunk, iter_chunks, read_chunks, record_starts
 from fairseq_esm.io.residues import RESIDUE_LETTERS
 
 EXCLUDED_FOLDS = frozenset({"c.2", "c.3", "c.4", "c.5", "c.27", "c.28", "c.30", "c.31",
@@ -89,29 +89,45 @@ def parse_header(header: str) -> tuple[str, str]:
     return tokens[0], tokens[1]
 
 
+def _chunk_sccs(path: str, data: bytes, first_line: int) -> dict[str, str]:
+    """Id → sccs for every header of one chunk of records; one-line error naming the line."""
+    sccs: dict[str, str] = {}
+    starts, ends = record_starts(data)
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        header = data[start + 1 : end].decode("utf-8", "replace").strip()
+        try:
+            rid, code = parse_header(header)
+        except ScopFormatError as err:
+            line = first_line + data.count(b"\n", 0, start)
+            raise ScopFormatError(f"{path}:{line}: {err} — pass an ASTRAL SCOPe FASTA "
+                                  "(headers like '>d1dlwa_ a.1.1.1 (A:) ...')") from None
+        sccs[rid] = code
+    return sccs
+
+
 def read_sccs(path: str) -> dict[str, str]:
     """Id → sccs for every header of a SCOPe/ASTRAL FASTA (plain or gzip); one-line error naming the line."""
     sccs: dict[str, str] = {}
     for data, first_line in read_chunks(str(path)):
-        starts, ends = record_starts(data)
-        for start, end in zip(starts.tolist(), ends.tolist()):
-            header = data[start + 1 : end].decode("utf-8", "replace").strip()
-            try:
-                rid, code = parse_header(header)
-            except ScopFormatError as err:
-                line = first_line + data.count(b"\n", 0, start)
-                raise ScopFormatError(f"{path}:{line}: {err} — pass an ASTRAL SCOPe FASTA "
-                                      "(headers like '>d1dlwa_ a.1.1.1 (A:) ...')") from None
-            sccs[rid] = code
+        sccs.update(_chunk_sccs(path, data, first_line))
     return sccs
 
 
 def read_scope(path: str, max_length: int | None = None) -> tuple[list[ScopDomain], FastaReport]:
-    """Domains of an ASTRAL FASTA through the residue policy (lowercase → upper, counted; too long → skipped)."""
-    sccs = read_sccs(path)
+    """Domains of an ASTRAL FASTA through the residue policy (lowercase → upper, counted; too long → skipped).
+
+    One read of the file (so ``-`` or a FIFO works): each chunk's headers give the sccs, the same chunk's
+    cleaned records the sequences."""
     report = FastaReport()
     policy = ResiduePolicy(max_length=max_length, duplicates="error")  # ids key the sccs: must be unique
-    domains = [ScopDomain(rid, sccs[rid], seq) for rid, seq in read_fasta(str(path), policy, report)]
+    domains = []
+    for chunk in iter_chunks(str(path), policy):
+        sccs = _chunk_sccs(path, chunk.data, chunk.first_line)
+        part = clean_chunk(chunk, policy)
+        report.merge(part.report)
+        sequences = np.split(part.residues, np.cumsum(part.lengths)[:-1]) if part.ids else []
+        domains += [ScopDomain(rid, sccs[rid], seq.tobytes().decode("ascii"))
+                    for rid, seq in zip(part.ids, sequences)]
     return domains, report
 
 

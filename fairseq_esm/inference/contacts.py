@@ -156,13 +156,16 @@ def save_regression(path: str | Path, regression: Regression) -> Path:
     return path
 
 
-def load_regression(path: str | Path) -> Regression:
-    """Read a regression written by ``save_regression`` or an official ``-contact-regression.pt``."""
+def load_regression(path: str | Path, allow_unsafe: bool = False) -> Regression:
+    """Read a regression written by ``save_regression`` or an official ``-contact-regression.pt``.
+
+    A file the checkpoint reader refuses keeps the reader's own message (an unsafe file names
+    ``--allow-unsafe``), with what a regression file should hold added."""
     expected = f"expected a torch file holding {{'model': {list(REGRESSION_KEYS)}}}, as `fit` writes"
     try:
-        data = read_file(path)
+        data = read_file(path, allow_unsafe=allow_unsafe)
     except CheckpointError as err:
-        raise CheckpointError(f"{path} is not a contact regression file (torch.load fails); {expected}") from err
+        raise CheckpointError(f"contact regression file: {err}; {expected}") from err
     state = data.get("model") if isinstance(data, dict) else None
     if not isinstance(state, dict) or any(key not in state for key in REGRESSION_KEYS):
         raise CheckpointError(f"{path} is not a contact regression file; {expected}")

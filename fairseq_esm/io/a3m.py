@@ -7,11 +7,12 @@ the query has residues: a row that does not is an error naming the file and line
 
 from __future__ import annotations
 
-import gzip
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from fairseq_esm.errors import InputError
+from fairseq_esm.io.fasta import open_fasta
 from fairseq_esm.io.residues import RESIDUE_LETTERS
 
 
@@ -51,11 +52,13 @@ def _row(name: str, text: str, where: str) -> AlignedRow:
 
 
 def _records(path: Path) -> list[tuple[str, str, int]]:
-    """(header id, concatenated row text, header line number) for every record; '#' lines skipped."""
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    """(header id, concatenated row text, header line number) for every record; '#' lines skipped.
+
+    Opened once through :func:`open_fasta` (plain or gzip by magic bytes), so ``-``, a FIFO or ``<(zcat x.gz)``
+    work."""
     records: list[tuple[str, str, int]] = []
-    with opener(path, "rt") as handle:
-        for number, line in enumerate(handle, 1):
+    with open_fasta(str(path)) as stream:
+        for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), 1):
             line = line.rstrip("\r\n")
             if line.startswith("#") or not line.strip():
                 continue

@@ -22,7 +22,7 @@ else the member with the table's reference sequence, else its first member found
 
 from __future__ import annotations
 
-import gzip
+import io
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +33,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from fairseq_esm.errors import InputError
+from fairseq_esm.io.fasta import open_fasta
 
 MAX_EXAMPLES = 5
 UNIPROT_ID, UNIPROT_MEMBERS, UNIPROT_REFERENCE = "Cluster ID", "Cluster members", "Reference sequence"
@@ -114,11 +115,10 @@ class Membership:
 
 
 def _open_text(path: str | Path) -> Iterator[str]:
-    """Lines of a plain or gzip text file (gzip recognised by its magic bytes)."""
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    with (gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")) as lines:
-        yield from lines
+    """Lines of a plain or gzip text file (gzip recognised by its magic bytes), opened once through
+    :func:`open_fasta`, so ``-``, a FIFO or ``<(zcat x.gz)`` work."""
+    with open_fasta(str(path)) as stream:
+        yield from io.TextIOWrapper(stream, encoding="utf-8")
 
 
 def _read_pairs(path: str, lines: Iterator[str], first: str, table: ClusterTable) -> ClusterTable:

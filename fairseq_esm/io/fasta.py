@@ -347,6 +347,11 @@ def _read_once_key(path: str) -> tuple | None:
     return None
 
 
+def reads_once(path: str) -> bool:
+    """Whether ``path`` is standard input, a pipe or a FIFO: a second open would not see the data again."""
+    return _read_once_key(str(path)) is not None
+
+
 _READ_SOURCES: set[tuple] = set()  # pipes and FIFOs this process has opened: a second open may find them drained
 
 
