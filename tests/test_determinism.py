@@ -73,7 +73,7 @@ def test_crops_and_masks_do_not_depend_on_other_threads(data_bin):
                 np.random.random_sample(8)
 
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
+    sys.setswitchinterval(1e-5)
     threads = [threading.Thread(target=reseed), threading.Thread(target=lambda: results.setdefault("drawn", draw()))]
     try:
         for thread in threads:

@@ -45,6 +45,7 @@ import io
 import os
 import stat
 import sys
+import time
 import zlib
 from collections import Counter, deque
 from contextlib import contextmanager
@@ -355,6 +356,37 @@ def reads_once(path: str) -> bool:
 _READ_SOURCES: set[tuple] = set()  # pipes and FIFOs this process has opened: a second open may find them drained
 
 
+def _read_again(path: str) -> FastaFormatError:
+    return FastaFormatError(source_name(path), None, "a pipe, FIFO or standard input can be read only once, and "
+                            "this step reads its input again", "save the FASTA to a file and pass that")
+
+
+def _open_seen_fifo(path: str, wait: float = 1.0) -> BinaryIO:
+    """A FIFO this process read before, opened without blocking: if no writer appears within ``wait`` seconds
+    it is the drained input read again (an error, not a wait for a writer that is gone); data or a writer
+    means a new FIFO on a reused inode, read as usual."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                first = os.read(fd, 1)
+            except BlockingIOError:  # a writer holds it open and has not written yet
+                first = None
+            if first != b"" or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)  # no writer yet: one that was waiting for a reader is waking up
+    except BaseException:
+        os.close(fd)
+        raise
+    if first == b"":
+        os.close(fd)
+        raise _read_again(path)
+    os.set_blocking(fd, True)
+    raw = os.fdopen(fd, "rb")
+    return io.BufferedReader(_Prefixed(first, raw)) if first else raw
+
+
 @contextmanager
 def open_fasta(path: str) -> Iterator[BinaryIO]:
     """The bytes of a FASTA source, plain or gzip (recognised by its magic bytes, not its name), opened once:
@@ -362,18 +394,21 @@ def open_fasta(path: str) -> Iterator[BinaryIO]:
 
     The first two bytes are read from the one open stream and put back in front of the rest, so nothing is
     read twice. A pipe or FIFO this process opened before that now yields nothing (a tool that reads its input
-    twice) is an error that says to save the data to a file, instead of an 'empty file'. One that yields data
-    again is read: a new FIFO at the same path can reuse the old one's inode.
+    twice) is an error that says to save the data to a file, instead of an 'empty file' or a wait for a writer
+    that is gone. One that yields data again is read: a new FIFO at the same path can reuse the old one's inode.
     """
     path = str(path)
     key = _read_once_key(path)
-    with open(0, "rb", closefd=False) if path == STDIN else open(path, "rb") as raw:
+    seen = key is not None and key in _READ_SOURCES
+    if path == STDIN:
+        source = open(0, "rb", closefd=False)
+    else:
+        source = _open_seen_fifo(path) if seen else open(path, "rb")
+    with source as raw:
         head = raw.read(2)  # a buffered read: up to 2 bytes even from a pipe that delivers them one at a time
+        if seen and not head:
+            raise _read_again(path)
         if key is not None:
-            if not head and key in _READ_SOURCES:
-                raise FastaFormatError(source_name(path), None, "a pipe, FIFO or standard input can be read only "
-                                       "once, and this step reads its input again",
-                                       "save the FASTA to a file and pass that")
             _READ_SOURCES.add(key)
         stream = io.BufferedReader(_Prefixed(head, raw))
         if head == b"\x1f\x8b":
