@@ -149,3 +149,19 @@ def test_missing_dict_and_split_are_clear_errors(data_bin, tmp_path):
         make_task(tmp_path)
     with pytest.raises(FileNotFoundError, match="'test'"):
         make_task(data_bin).load_dataset("test")
+
+
+def test_one_int32_size_array_per_rank_and_fairseq_filter_results(data_bin):
+    """The crop layer's sizes are the batched dataset's (no int64 copies down the chain), and the fast path of
+    the size filter returns what fairseq's filter returns."""
+    task = make_task(data_bin)
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    cropped = dataset.dataset.dataset  # ProteinMLMDataset -> MaskedProteinDataset -> CropDataset
+    assert dataset.sizes is cropped.sizes and dataset.sizes.dtype == np.int32
+    order = dataset.ordered_indices()
+    assert order.dtype == np.int64 and dataset.length_sorted_indices(np.int32).tolist() == order.tolist()
+    kept, ignored = dataset.filter_indices_by_size(order, MAX_POSITIONS)
+    assert kept is order and ignored == []
+    kept, ignored = dataset.filter_indices_by_size(order, 100)
+    assert (dataset.sizes[kept] <= 100).all() and sorted(ignored) == np.flatnonzero(dataset.sizes > 100).tolist()

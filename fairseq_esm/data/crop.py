@@ -54,19 +54,30 @@ class CropDataset(StoredSizes, BaseWrapperDataset):
         self.seed = seed
         self.fixed_epoch = fixed_epoch
         self.epoch = fixed_epoch if fixed_epoch is not None else 1
-        self._sizes = self.cropped_sizes()
+        self._cropped_from = None  # the stored sizes ``_sizes`` were computed from
+        self.refresh_sizes()
 
     def cropped_sizes(self) -> np.ndarray:
-        """Tokens per sample after cropping and adding the alphabet's specials."""
-        residues = np.asarray(self.dataset.sizes, dtype=np.int64) - 1
-        return np.minimum(residues, self.budget) + self.alphabet.num_specials_added
+        """Tokens per sample after cropping and adding the alphabet's specials, as int32 (one array of the
+        split's length per rank: the smallest type that holds any size)."""
+        stored = np.asarray(self.dataset.sizes)  # residues + </s>
+        sizes = np.minimum(stored, self.budget + 1).astype(np.int32, copy=False)  # a new array: min() copies
+        sizes += self.alphabet.num_specials_added - 1
+        return sizes
+
+    def refresh_sizes(self) -> None:
+        """Recompute ``sizes`` when the wrapped records changed (a new UR50/D draw), not at every ``set_epoch``."""
+        stored = self.dataset.sizes
+        if stored is not self._cropped_from:
+            self._sizes = self.cropped_sizes()
+            self._cropped_from = stored
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         if self.fixed_epoch is None:
             self.epoch = epoch
         if sizes_follow_epoch(self.dataset):
-            self._sizes = self.cropped_sizes()
+            self.refresh_sizes()
 
     def residues(self, index: int) -> np.ndarray:
         """The stored protein without its trailing ``</s>``."""

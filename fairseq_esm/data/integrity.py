@@ -2,7 +2,8 @@
 
 A fairseq mmap split is ``{split}.idx`` (magic, version, dtype code, record count, int32 sizes, int64 byte
 offsets) plus ``{split}.bin`` (the tokens). Checked at load, in O(index) time and without reading the
-``.bin``: the index parses and is complete, the records lie back to back (each starts where the one before
+``.bin`` (the index is memory-mapped and checked in chunks, so the checks hold no copy of it): the index parses
+and is complete, the records lie back to back (each starts where the one before
 ends, the first at byte 0) and the ``.bin`` ends where the last record does. ``dict.txt`` is read by one loader,
 :func:`load_dictionary`, and must list exactly an ESM data dictionary's symbols; a missing or foreign one is one
 ``error:`` line naming the data directory. Token ids are checked twice: a bounded scan at
@@ -32,6 +33,8 @@ INTEGER_DTYPES = {
 DATA_DICTIONARIES = ("esm1b.txt", "esm1.txt")
 #: tokens read by the load-time scan: the whole .bin up to this, else half from each end
 SCAN_TOKENS = 1 << 24
+#: index records / tokens checked per vectorised step: bounds the checks' extra memory at UniRef scale
+CHECK_CHUNK = 1 << 18
 REBINARIZE = f"rebinarize with fairseq-esm-binarize or fairseq-preprocess --srcdict {DICT_DIR / 'esm1b.txt'}"
 
 
@@ -112,7 +115,15 @@ def load_data_dictionary(data_dir: str | os.PathLike) -> Dictionary:
 
 
 def read_index(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray]:
-    """Parse ``prefix.idx`` (fairseq's mmap index) → (token dtype, int64 sizes, int64 byte offsets)."""
+    """Parse ``prefix.idx`` (fairseq's mmap index) → (token dtype, int64 sizes, int64 byte offsets), copied
+    into memory (a snapshot: later writes to the file do not show); :func:`map_index` maps them instead."""
+    dtype, sizes, offsets = map_index(prefix)
+    return dtype, np.array(sizes, dtype=np.int64), np.array(offsets, dtype=np.int64)
+
+
+def map_index(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray]:
+    """Parse ``prefix.idx`` → (token dtype, int32 sizes, int64 byte offsets), both read-only memory-mapped views
+    of the file (nothing is copied: at UniRef scale the index is gigabytes, shared by a node's ranks)."""
     path = prefix + ".idx"
     with open(path, "rb") as f:
         head = f.read(HEADER.size)
@@ -134,37 +145,46 @@ def read_index(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray]:
             f"{path} has {actual:,} bytes, its header announces {count:,} records ({expected:,} bytes): "
             f"{'truncated' if actual < expected else 'trailing data'}; {REBINARIZE}"
         )
-    sizes = np.fromfile(path, dtype="<i4", count=count, offset=HEADER.size).astype(np.int64)
-    offsets = np.fromfile(path, dtype="<i8", count=count, offset=HEADER.size + 4 * count)
+    if count == 0:
+        return np.dtype(INTEGER_DTYPES[code]), np.zeros(0, np.int32), np.zeros(0, np.int64)
+    sizes = np.memmap(path, dtype="<i4", mode="r", offset=HEADER.size, shape=(count,))
+    offsets = np.memmap(path, dtype="<i8", mode="r", offset=HEADER.size + 4 * count, shape=(count,))
     return np.dtype(INTEGER_DTYPES[code]), sizes, offsets
 
 
 def check_split_files(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray] | None:
     """Index parsed, records back to back, the last ending where the ``.bin`` does; ``None`` when neither
-    file exists. O(records), vectorised; the ``.bin`` is not read."""
+    file exists. O(records), vectorised over chunks of the memory-mapped index (bounded extra memory); the
+    ``.bin`` is not read. Returns ``map_index``'s views."""
     idx, bin_path = prefix + ".idx", prefix + ".bin"
     if not os.path.exists(idx) and not os.path.exists(bin_path):
         return None
     if not (os.path.exists(idx) and os.path.exists(bin_path)):
         present, absent = (idx, bin_path) if os.path.exists(idx) else (bin_path, idx)
         raise DataIntegrityError(f"{present} exists but {absent} does not; {REBINARIZE}")
-    dtype, sizes, offsets = read_index(prefix)
+    dtype, sizes, offsets = map_index(prefix)
     if len(sizes) == 0:
         raise DataIntegrityError(f"{idx} holds no records; {REBINARIZE}")
-    ends = offsets + sizes * dtype.itemsize
-    empty = np.flatnonzero(sizes < 1)
-    if len(empty):
-        raise DataIntegrityError(f"{idx}: record {empty[0]} has size {sizes[empty[0]]}; {REBINARIZE}")
+    for start in range(0, len(sizes), CHECK_CHUNK):
+        empty = np.flatnonzero(sizes[start : start + CHECK_CHUNK] < 1)
+        if len(empty):
+            first = start + int(empty[0])
+            raise DataIntegrityError(f"{idx}: record {first} has size {sizes[first]}; {REBINARIZE}")
     # fairseq-preprocess writes records back to back: each starts where the one before ends, the first at byte 0
-    starts = np.concatenate(([0], ends[:-1]))
-    moved = np.flatnonzero(offsets != starts)
-    if len(moved):
-        first = int(moved[0])
-        where = f", but record {first - 1} ends at byte {starts[first]:,}" if first else ", not at byte 0"
-        raise DataIntegrityError(
-            f"{idx}: record {first} starts at byte {offsets[first]:,}{where}: the index is corrupt; {REBINARIZE}"
-        )
-    data_bytes, needed = os.path.getsize(bin_path), int(ends[-1])
+    end_before = 0  # where the record before the chunk ends
+    for start in range(0, len(sizes), CHECK_CHUNK):
+        chunk = slice(start, start + CHECK_CHUNK)
+        ends = offsets[chunk] + sizes[chunk].astype(np.int64) * dtype.itemsize
+        starts = np.concatenate(([end_before], ends[:-1]))
+        moved = np.flatnonzero(offsets[chunk] != starts)
+        if len(moved):
+            first = start + int(moved[0])
+            where = f", but record {first - 1} ends at byte {starts[moved[0]]:,}" if first else ", not at byte 0"
+            raise DataIntegrityError(
+                f"{idx}: record {first} starts at byte {offsets[first]:,}{where}: the index is corrupt; {REBINARIZE}"
+            )
+        end_before = int(ends[-1])
+    data_bytes, needed = os.path.getsize(bin_path), end_before
     if data_bytes != needed:
         state = "truncated" if data_bytes < needed else "longer than its index: the two files come from different runs"
         raise DataIntegrityError(
@@ -175,18 +195,21 @@ def check_split_files(prefix: str) -> tuple[np.dtype, np.ndarray, np.ndarray] | 
 
 
 def scan_token_range(prefix: str, dtype: np.dtype, offsets: np.ndarray, vocab_size: int) -> None:
-    """Refuse token ids ``>= vocab_size`` in the whole ``.bin`` (up to ``SCAN_TOKENS``) or its head and tail."""
+    """Refuse token ids ``>= vocab_size`` in the whole ``.bin`` (up to ``SCAN_TOKENS``) or its head and tail,
+    read in chunks of ``CHECK_CHUNK`` tokens."""
     tokens = np.memmap(prefix + ".bin", mode="r", dtype=dtype)
     half = SCAN_TOKENS // 2
-    starts = [0] if len(tokens) <= SCAN_TOKENS else [0, len(tokens) - half]
-    for start in starts:
-        chunk = np.asarray(tokens[start : start + (SCAN_TOKENS if len(starts) == 1 else half)])
-        bad = np.flatnonzero(chunk >= vocab_size)
-        if len(bad):
-            position = start + int(bad[0])
+    ranges = [(0, len(tokens))] if len(tokens) <= SCAN_TOKENS else [(0, half), (len(tokens) - half, len(tokens))]
+    for first, last in ranges:
+        for start in range(first, last, CHECK_CHUNK):
+            chunk = tokens[start : min(start + CHECK_CHUNK, last)]
+            if chunk.max() < vocab_size:
+                continue
+            bad = int(np.flatnonzero(chunk >= vocab_size)[0])
+            position = start + bad
             record = int(np.searchsorted(offsets, position * dtype.itemsize, side="right")) - 1
             raise DataIntegrityError(
-                f"{prefix}.bin record {record} holds token id {int(chunk[bad[0]])}, but dict.txt defines "
+                f"{prefix}.bin record {record} holds token id {int(chunk[bad])}, but dict.txt defines "
                 f"{vocab_size} ids: the data was binarized with another dictionary; {REBINARIZE}"
             )
 

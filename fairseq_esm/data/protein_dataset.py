@@ -29,7 +29,7 @@ class ProteinMLMDataset(EveryRecordBatched, LengthOrdered, StoredSizes, FairseqD
     def __init__(self, dataset: FairseqDataset, pad_idx: int, shuffle: bool, seed: int) -> None:
         super().__init__()
         self.dataset = dataset
-        self._sizes = np.asarray(dataset.sizes, dtype=np.int64)
+        self._sizes = np.asarray(dataset.sizes)  # the crop layer's int32 sizes, shared, not copied
         self.pad_idx = pad_idx
         self.shuffle = shuffle
         self.seed = seed
@@ -41,11 +41,18 @@ class ProteinMLMDataset(EveryRecordBatched, LengthOrdered, StoredSizes, FairseqD
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def filter_indices_by_size(self, indices: np.ndarray, max_sizes) -> tuple[np.ndarray, list]:
+        """fairseq's filter, without its two per-protein temporaries when every size fits (the usual case:
+        sizes are cropped to ``--max-positions``)."""
+        if isinstance(max_sizes, (int, np.integer)) and (len(self._sizes) == 0 or self._sizes.max() <= max_sizes):
+            return indices, []
+        return super().filter_indices_by_size(indices, max_sizes)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.dataset.set_epoch(epoch)
         if sizes_follow_epoch(self.dataset):
-            self._sizes = np.asarray(self.dataset.sizes, dtype=np.int64)
+            self._sizes = np.asarray(self.dataset.sizes)
 
     @property
     def can_reuse_epoch_itr_across_epochs(self) -> bool:

@@ -9,32 +9,35 @@ the epoch; every other split is pinned to epoch 1 so the held-out set is the sam
 Data is checked before use (``data/integrity.py``): the dictionary, each split's ``.idx``/``.bin`` pair
 and the token ids, so a corrupt or mismatched data-bin (or ``--pretrained-checkpoint``) stops fairseq-train
 with one ``error:`` line.
+At UniRef scale a rank holds no copy of the dataset: a split is memory-mapped and read record by record
+(``data/stored_records.py``, no read of the whole ``.bin`` at load), and fairseq's batches are kept as two
+arrays formed in vectorised O(N) (``data/epoch_batches.py``), the same batches as fairseq's own code.
 """
 
 # no `from __future__ import annotations`: fairseq reads the config field types at runtime
 
-import itertools
 import logging
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from fairseq import utils
-from fairseq.data import Dictionary, data_utils
+from fairseq.data import Dictionary
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 
 from fairseq_esm.data.cluster_sampling import ClusterSampledDataset, load_cluster_index
 from fairseq_esm.data.crop import CROP_STREAM, CropDataset, crop_residues
+from fairseq_esm.data.epoch_batches import Batches, CompactEpochBatchIterator
 from fairseq_esm.data.integrity import (  # load_data_dictionary: the one loader, re-exported for protein_ss8
     CheckedRecords,
-    check_split_files,
     load_data_dictionary,
-    scan_token_range,
 )
 from fairseq_esm.data.item_rng import item_rng
 from fairseq_esm.data.masking import MASK_STRATEGIES, MaskedProteinDataset, MaskingScheme, mask_tokens, masking_scheme
 from fairseq_esm.data.protein_dataset import ProteinMLMDataset
+from fairseq_esm.data.sized import index_dtype
+from fairseq_esm.data.stored_records import open_split
 from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
 from fairseq_esm.tasks.esm_task import EsmTask, RunConfig
 
@@ -69,19 +72,6 @@ class ProteinMLMConfig(RunConfig):
         metadata={"help": "UR50/D: the train split draws one member per 50% cluster per epoch "
                   "(cluster of each record from {split}.clusters.npy, see fairseq-esm-make-uniref-splits)"},
     )
-
-
-def checked_split(split_path: str, dictionary: Dictionary, combine: bool) -> None:
-    """Index, ``.bin`` size and token ids of ``split_path`` (and ``split_path1``, ... when combining)."""
-    for k in itertools.count():
-        prefix = split_path + (str(k) if k > 0 else "")
-        found = check_split_files(prefix)
-        if found is None:
-            return
-        dtype, _, offsets = found
-        scan_token_range(prefix, dtype, offsets, len(dictionary))
-        if not combine:
-            return
 
 
 @register_task("protein_mlm", dataclass=ProteinMLMConfig)
@@ -119,8 +109,7 @@ class ProteinMLMTask(EsmTask):
         if data_dir != paths[0]:
             load_data_dictionary(data_dir)
         split_path = os.path.join(data_dir, split)
-        checked_split(split_path, self.stored_dict, combine)
-        records = data_utils.load_indexed_dataset(split_path, self.stored_dict, combine=combine)
+        records = open_split(split_path, self.stored_dict, combine=combine)
         if records is None:
             raise FileNotFoundError(f"dataset split {split!r} not found at {split_path}.{{bin,idx}}")
         records = CheckedRecords(records, self.stored_dict, split_path)
@@ -137,11 +126,51 @@ class ProteinMLMTask(EsmTask):
         logger.info(f"{split}: {len(records):,} proteins, {int(cropped.sizes.sum()):,} tokens after cropping")
         return ProteinMLMDataset(masked, self.alphabet.padding_idx, shuffle=is_train, seed=self.cfg.seed)
 
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
+                           ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1, num_shards=1,
+                           shard_id=0, num_workers=0, epoch=1, data_buffer_size=0, disable_iterator_cache=False,
+                           skip_remainder_batch=False, grouped_shuffling=False, update_epoch_batch_itr=False):
+        """fairseq's ``FairseqTask.get_batch_iterator``, step for step, with the batches of a ``ProteinMLMDataset``
+        held as two arrays (``data/epoch_batches.py``): the same batches, epoch order and shards, formed in
+        vectorised O(N) from an int32 length order. Anything else (grouped shuffling) takes fairseq's path."""
+        if not isinstance(dataset, ProteinMLMDataset) or grouped_shuffling:
+            return super().get_batch_iterator(
+                dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
+                required_batch_size_multiple, seed, num_shards, shard_id, num_workers, epoch, data_buffer_size,
+                disable_iterator_cache, skip_remainder_batch, grouped_shuffling, update_epoch_batch_itr)
+        can_reuse = not disable_iterator_cache and not update_epoch_batch_itr and self.can_reuse_epoch_itr(dataset)
+        logger.info(f"can_reuse_epoch_itr = {can_reuse}")  # fairseq's log lines, which scripts look for
+        if can_reuse and dataset in self.dataset_to_epoch_iter:
+            return self.dataset_to_epoch_iter[dataset]
+        dataset.set_epoch(epoch)
+
+        def make_batches(dataset: ProteinMLMDataset, epoch: int) -> Batches:
+            logger.info(f"creating new batches for epoch {epoch}")
+            order = dataset.length_sorted_indices(index_dtype(len(dataset)))
+            if max_positions is not None:
+                order = self.filter_indices_by_size(order, dataset, max_positions, ignore_invalid_inputs)
+            return Batches.build(order, dataset.sizes, max_tokens, max_sentences, required_batch_size_multiple,
+                                 every_index=True)
+
+        reuse_dataloader = getattr(self.cfg, "reuse_dataloader", True)
+        rebuild_batches = getattr(self.cfg, "rebuild_batches", False)
+        logger.info(f"reuse_dataloader = {reuse_dataloader}")
+        logger.info(f"rebuild_batches = {rebuild_batches}")
+        epoch_iter = CompactEpochBatchIterator(
+            dataset=dataset, collate_fn=dataset.collater,
+            batches=make_batches if rebuild_batches else make_batches(dataset, epoch),
+            seed=seed, num_shards=num_shards, shard_id=shard_id, num_workers=num_workers, epoch=epoch,
+            buffer_size=data_buffer_size, skip_remainder_batch=skip_remainder_batch,
+            reuse_dataloader=reuse_dataloader, persistent_workers=getattr(self.cfg, "persistent_workers", True),
+        )
+        if can_reuse:
+            self.dataset_to_epoch_iter[dataset] = epoch_iter
+        return epoch_iter
+
     def stored_tokens(self, split: str):
         """The split's stored proteins (``<cls>`` … ``<eos>`` token tensors), integrity-checked as for training."""
-        path = os.path.join(self.cfg.data, split)
-        checked_split(path, self.stored_dict, combine=False)
-        dataset = data_utils.load_indexed_dataset(path, self.stored_dict)
+        path = os.path.join(utils.split_paths(self.cfg.data)[0], split)  # the first of sharded data dirs
+        dataset = open_split(path, self.stored_dict)
         if dataset is None:
             raise FileNotFoundError(f"split not found at {path}.{{bin,idx}}")
         return dataset
