@@ -19,6 +19,7 @@ from fairseq.data import Dictionary, data_utils
 from scipy.stats import chi2
 
 from fairseq_esm.cli.common import run_main
+from fairseq_esm.data.binarize import binarize_fasta, stored_sequences
 from fairseq_esm.data.cluster_sampling import ClusterSampledDataset
 from fairseq_esm.data.integrity import DataIntegrityError
 from fairseq_esm.io.clusters import (
@@ -367,3 +368,136 @@ def test_fairseq_train_with_cluster_sampling_then_validate_heldout(splits, tmp_p
                "--valid-subset", "heldout", "--log-format", "json"])
     stats = json.loads(next(line for line in out.splitlines() if '"heldout_ppl"' in line).split("|")[-1])
     assert 1.0 < float(stats["heldout_ppl"]) < 33.0
+
+
+# ------------------------------------------------------------------------------------- --shards and cluster tables
+
+
+@pytest.fixture(scope="module")
+def sharded(family_slice, tmp_path_factory) -> Path:
+    return make_splits(family_slice, tmp_path_factory.mktemp("sharded") / "out", "--shards", "3")
+
+
+def shard_folders(out: Path, name: str) -> list[Path]:
+    folders = sorted((out / name / "data-bin").iterdir())
+    assert [f.name for f in folders] == [f"shard{k}" for k in range(len(folders))]
+    return folders
+
+
+def test_shards_hold_every_training_record_once(splits, sharded):
+    """Same draw, audit and evaluation files; each set's records dealt to 3 shards by 50% cluster, each shard in
+    input order, valid and heldout in shard0 only; the binarized records are the unsharded ones."""
+    whole, parts = (json.loads((out / "splits.json").read_text()) for out in (splits, sharded))
+    assert parts.pop("shards") == 3 and {k: v for k, v in parts.items() if k != "sets"} == {
+        k: v for k, v in whole.items() if k != "sets"}
+    assert (sharded / "clusters.tsv").read_bytes() == (splits / "clusters.tsv").read_bytes()
+    for split in EVAL:
+        assert (sharded / f"{split}.fasta").read_bytes() == (splits / f"{split}.fasta").read_bytes()
+    cluster_50 = {row[0]: int(row[1]) for row in audit(splits)}
+    shard_of_cluster: dict[int, int] = {}
+    for name in training_sets(whole):
+        unsharded = splits / name / "data-bin"
+        order = {rid: i for i, rid in enumerate((unsharded / "train.ids").read_text().split())}
+        sequences = dict(zip(order, stored_sequences(unsharded, "train")))
+        folders = shard_folders(sharded, name)
+        assert len(folders) == 3 and not (sharded / name / "train.fasta").exists()
+        dealt = []
+        for k, folder in enumerate(folders):
+            ids = (folder / "train.ids").read_text().split()
+            assert ids and [order[rid] for rid in ids] == sorted(order[rid] for rid in ids)  # input order
+            assert stored_sequences(folder, "train") == [sequences[rid] for rid in ids]
+            assert (folder / "dict.txt").read_bytes() == (unsharded / "dict.txt").read_bytes()
+            for split in EVAL:  # evaluation splits in the first shard only
+                present = (folder / f"{split}.bin").exists()
+                assert present == (k == 0)
+                if present:
+                    assert (folder / f"{split}.bin").read_bytes() == (unsharded / f"{split}.bin").read_bytes()
+            for rid in ids:  # a 50% cluster lives in one shard, in every set
+                assert shard_of_cluster.setdefault(cluster_50[rid], k) == k
+            entry = parts["sets"][name]["shards"][k]
+            assert entry["dir"] == f"{name}/data-bin/shard{k}" and entry["records"] == len(ids)
+            dealt += ids
+        assert sorted(dealt) == sorted(order) and len(dealt) == len(set(dealt))  # every record exactly once
+        assert {k: v for k, v in parts["sets"][name].items() if k != "shards"} == {
+            k: v for k, v in whole["sets"][name].items() if k != "fasta"}
+        if name == "ur50d":  # each shard's cluster index: the same grouping, numbered 0.. within the shard
+            for folder in folders:
+                ids = (folder / "train.ids").read_text().split()
+                index = np.load(folder / "train.clusters.npy")
+                assert index.dtype == np.int64 and len(index) == len(ids)
+                assert index.tolist() == np.unique([cluster_50[rid] for rid in ids], return_inverse=True)[1].tolist()
+
+
+def test_one_shard_is_the_unsharded_data_bin(splits, family_slice, tmp_path):
+    """--shards 1: shard0 byte for byte the default data-bin, which is what binarize_fasta (and so
+    fairseq-preprocess, tests/test_binarize.py) writes for the set's train.fasta."""
+    one = make_splits(family_slice, tmp_path / "one", "--shards", "1")
+    summary = json.loads((splits / "splits.json").read_text())
+    for name in training_sets(summary):
+        assert tree(one / name / "data-bin" / "shard0") == tree(splits / name / "data-bin")
+    dictionary = Dictionary.load(str(splits / "ur50d" / "data-bin" / "dict.txt"))
+    for name in ("ur50d", "ur50s_10pct"):
+        binarize_fasta(splits / name / "train.fasta", tmp_path / name, dictionary)
+        for suffix in (".bin", ".idx", ".ids"):
+            assert (tmp_path / f"{name}{suffix}").read_bytes() == (
+                splits / name / "data-bin" / f"train{suffix}").read_bytes()
+
+
+def test_fairseq_train_cycles_through_shards(sharded, tmp_path):
+    """fairseq-train SHARD0:SHARD1:SHARD2 trains on one shard per epoch (UR50/D cluster sampling within it) and
+    validates on shard0's valid split."""
+    folders = shard_folders(sharded, "ur50d")
+    clusters = [len(np.unique(np.load(folder / "train.clusters.npy"))) for folder in folders]
+    log = run(["fairseq-train", ":".join(map(str, folders)), "--user-dir", "fairseq_esm", "--task", "protein_mlm",
+               "--criterion", "esm_masked_lm", "--arch", "esm1b_t4_1M", "--cluster-sampling", "--max-positions", "64",
+               "--max-tokens", "16384", "--seed", "3", "--cpu", "--num-workers", "0", "--optimizer", "adam",
+               "--lr", "1e-3", "--max-epoch", "3", "--save-dir", str(tmp_path / "ckpt"), "--no-save",
+               "--log-format", "json", "--log-interval", "1"])
+    for count in clusters:
+        assert f"one member of each of {count:,} clusters per epoch" in log
+    assert "begin training epoch 3" in log and '"valid_loss"' in log
+
+
+def test_cluster_tables_through_the_tool(uniprot_slice, tmp_path):
+    """MMseqs2's own 50% table and a 100% table whose lines are shuffled give the files MMseqs2 run by the tool
+    gives; a UniProt UniRef50 download (gzip, reference sequences, a member outside the FASTA, a record in no
+    cluster) gives the clusters and report of membership_from_table."""
+    fasta, proteins, table = uniprot_slice
+    ids, seqs = [rid for rid, _ in proteins], [seq for _, seq in proteins]
+    here = make_splits(fasta, tmp_path / "here")
+    exact = run_mmseqs(seqs, 1.0, coverage=1.0, threads=1)
+    lines = [f"{ids[exact.representative[c]]}\t{ids[r]}\n" for r, c in enumerate(exact.cluster.tolist())]
+    np.random.default_rng(5).shuffle(lines)
+    (tmp_path / "ur100.tsv").write_text("".join(lines))
+    given = make_splits(fasta, tmp_path / "given", "--ur50-clusters", str(table),
+                        "--ur100-clusters", str(tmp_path / "ur100.tsv"))
+    mine, theirs = tree(given), tree(here)
+    assert mine.pop("splits.json") != theirs.pop("splits.json") and mine == theirs
+    summary = json.loads((given / "splits.json").read_text())["clusters"]
+    assert summary["ur100"]["clusters_read"] == exact.n_clusters == summary["ur100"]["clusters"]
+
+    mmseqs = membership_from_table(table, ids)
+    groups = [np.flatnonzero(mmseqs.cluster == c).tolist() for c in range(mmseqs.n_clusters)]
+    family = next(k for k, g in enumerate(groups) if len(g) >= 3)
+    absent, left_out = records(SAMPLE)[-1][0], groups[-1][-1]
+    rows = []
+    for k, group in enumerate(groups):
+        members = [accession(ids[r]) for r in group if r != left_out]
+        name = f"UniRef50_{accession(ids[int(mmseqs.representative[k])])}"
+        if k == family:  # named after a sequence outside the file: the reference sequence finds the rep
+            members, name = members + [accession(absent)], f"UniRef50_{accession(absent)}"
+        if members:
+            rows.append((name, members, seqs[int(mmseqs.representative[k])]))
+    download = uniprot_tsv(tmp_path / "uniref50.tsv.gz", rows)
+    tool = make_splits(fasta, tmp_path / "uniprot", "--ur50-clusters", str(download))
+    expected = membership_from_table(download, ids, seqs)
+    report = json.loads((tool / "splits.json").read_text())["clusters"]["ur50"]
+    assert report == expected.report.to_dict() and report["members_not_in_fasta"] == 1
+    assert report["records_in_no_cluster"] == 1 and report["representatives_by_first_member"] == 0
+    assert [int(row[1]) for row in audit(tool)] == expected.cluster.tolist()
+
+
+def test_write_pass_in_worker_processes(sharded, family_slice, tmp_path):
+    """--threads 2 (MMseqs2 threads, readers and the processes writing the shards): the same files."""
+    again = make_splits(family_slice, tmp_path / "threads", "--shards", "3", "--threads", "2")
+    assert tree(again) == tree(sharded)
