@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: env tools demo test test-all bench bench-extract bench-train bench-startup table1 downstream clean
+.PHONY: env tools demo test test-all bench bench-extract bench-train bench-startup bench-scale table1 downstream clean
 
 env: $(STAMP) tools
 
@@ -47,6 +47,12 @@ bench-extract: env
 
 bench-startup: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/startup.py
+
+# time and peak RSS per stage against N, fitted and extrapolated to UniRef50/100 (docs/results.md, "Scale");
+# minutes on 2 cores. The 1M run (hours): make bench-scale SCALE_SIZES=100000,1000000
+SCALE_SIZES ?= 20000,100000
+bench-scale: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/scale.py --sizes $(SCALE_SIZES)
 
 bench-train: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/train_speed.py --sizes small --repeats 3 --fairseq-train

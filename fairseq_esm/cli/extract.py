@@ -4,15 +4,23 @@ Modelled on fair-esm's ``esm-extract`` (its positional OUTPUT_DIR and underscore
 chosen layers (negative counts from the end), per token, mean over residues, ``<cls>``, contacts, attention
 maps; one fair-esm ``<id>.pt`` per protein or ``.npz`` shards, with ``index.tsv``. Resumable: what is already
 in the output directory is skipped. Proteins longer than the model's context are windowed or truncated.
+
+The FASTA is streamed: ``--sort-window`` proteins at a time are sorted by length and batched, so the sequences
+held do not grow with the file (the output directory's index, kept for resume and naming, still does: about
+1 KB per protein). ``--shard I/N`` computes the proteins k with k mod N = I, so N processes (on one machine or
+many sharing a file system) split one FASTA into one output directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import sys
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +48,9 @@ if TYPE_CHECKING:
 
 DESCRIPTION = "Extract per-layer representations (per token, mean, <cls>), contacts and attention maps."
 MAX_EXAMPLES = 5
+SORT_WINDOW = 10_000
+
+Record = tuple[str, int, "str | None"]  # (id, copy number, sequence; None: another shard's record)
 
 
 class _NoGpu(argparse.Action):
@@ -51,6 +62,14 @@ class _NoGpu(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         print(f"note: {option_string} is deprecated; use --device cpu", file=sys.stderr)
         namespace.device = "cpu"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` -> (I, N), 0 <= I < N."""
+    index, slash, count = text.partition("/")
+    if not (slash and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give I/N with 0 <= I < N, e.g. 0/4 (the first of 4 shards)")
+    return int(index), int(count)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pt: one fair-esm <id>.pt per protein; npz-shards: shard-NNNNN.npz (default: pt)")
     parser.add_argument("--shard-size", type=int, default=1000, metavar="N",
                         help="proteins per shard (default %(default)s)")
+    parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                        help="compute only the proteins k (0-based, in FASTA order) with k mod N = I, so N "
+                        "processes split one FASTA; they may share one --out (default: 0/1, all)")
+    parser.add_argument("--sort-window", type=int, default=SORT_WINDOW, metavar="N",
+                        help="proteins read ahead and sorted by length for batching; bounds the sequences held in "
+                        "memory, whatever the FASTA's size (default %(default)s)")
     long = parser.add_argument_group("proteins longer than the model's context")
     long.add_argument("--long", choices=LONG_MODES,
                       help="window: overlapping windows, overlapping positions averaged (default); "
@@ -106,8 +131,8 @@ def fold_args(args: argparse.Namespace) -> None:
 
 def check_args(args: argparse.Namespace, device: torch.device) -> None:
     """Option combinations that cannot work, refused before anything is computed."""
-    if args.max_tokens <= 0 or args.shard_size <= 0:
-        raise UsageError("--max-tokens and --shard-size must be positive")
+    if args.max_tokens <= 0 or args.shard_size <= 0 or args.sort_window <= 0:
+        raise UsageError("--max-tokens, --shard-size and --sort-window must be positive")
     if args.format == "npz-shards" and "attentions" in args.include:
         raise UsageError("attention maps are written only with --format pt (one file per protein)")
     if (args.fp16 or args.bf16) and device.type == "cpu":
@@ -137,26 +162,40 @@ def settings(args: argparse.Namespace, spec: ExtractSpec, model: ESM1) -> dict:
             "num_layers": model.num_layers, "embedding_sha1": hashlib.sha1(weights).hexdigest()[:16]}
 
 
-def plan_run(records: list[tuple[str, str]], spec: ExtractSpec) -> None:
-    """Refuse what the options cannot serve, and say up front which proteins are windowed or truncated."""
-    from fairseq_esm.inference.extract import check_plan, plan_spans
+@dataclass
+class LongProteins:
+    """Proteins longer than one forward pass, gathered group by group (``--sort-window``) for one line at the end."""
 
-    plans = plan_spans([len(seq) for _, seq in records], spec.max_residues, spec.overlap, spec.long)
-    try:
-        check_plan(plans, [rid for rid, _ in records], spec.include)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    long = [(rid, len(seq), len(spans)) for (rid, seq), spans in zip(records, plans) if len(seq) > spec.max_residues]
-    if not long:
-        return
-    examples = ", ".join(f"{rid} ({n:,})" for rid, n, _ in long[:MAX_EXAMPLES])
-    if spec.long == "truncate":
-        print(f"warning: {len(long):,} protein(s) longer than {spec.max_residues:,} residues are truncated to "
-              f"their first {spec.max_residues:,} (--long truncate): {examples}", file=sys.stderr)
-    else:
-        print(f"{len(long):,} protein(s) longer than {spec.max_residues:,} residues go in "
-              f"{sum(w for *_, w in long):,} windows overlapping by {spec.overlap:,} residues, overlaps averaged: "
-              f"{examples}", file=sys.stderr)
+    count: int = 0
+    windows: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def check(self, records: Sequence[tuple[str, str]], spec: ExtractSpec) -> None:
+        """Refuse what the options cannot serve (before the group is computed); count the long proteins."""
+        from fairseq_esm.inference.extract import check_plan, plan_spans
+
+        plans = plan_spans([len(seq) for _, seq in records], spec.max_residues, spec.overlap, spec.long)
+        try:
+            check_plan(plans, [rid for rid, _ in records], spec.include)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        for (rid, seq), spans in zip(records, plans):
+            if len(seq) > spec.max_residues:
+                self.count, self.windows = self.count + 1, self.windows + len(spans)
+                if len(self.examples) < MAX_EXAMPLES:
+                    self.examples.append(f"{rid} ({len(seq):,})")
+
+    def report(self, spec: ExtractSpec) -> None:
+        """Say which proteins were windowed or truncated."""
+        if not self.count:
+            return
+        examples = ", ".join(self.examples)
+        if spec.long == "truncate":
+            print(f"warning: {self.count:,} protein(s) longer than {spec.max_residues:,} residues are truncated to "
+                  f"their first {spec.max_residues:,} (--long truncate): {examples}", file=sys.stderr)
+        else:
+            print(f"{self.count:,} protein(s) longer than {spec.max_residues:,} residues go in {self.windows:,} "
+                  f"windows overlapping by {spec.overlap:,} residues, overlaps averaged: {examples}", file=sys.stderr)
 
 
 def report_resume(writer: PtWriter | ShardWriter, out: Path) -> None:
@@ -172,8 +211,41 @@ def report_resume(writer: PtWriter | ShardWriter, out: Path) -> None:
               "recompute it", file=sys.stderr)
 
 
+def numbered(records: Iterable[tuple[str, str]], shard: tuple[int, int]) -> Iterator[Record]:
+    """``(id, copy, sequence)`` of every record, the sequence ``None`` for another shard's (record k is shard
+    k mod N's); copy numbers count the whole file, so every shard numbers a repeated id alike."""
+    index, count = shard
+    copies: Counter = Counter()
+    for k, (record_id, sequence) in enumerate(records):
+        copies[record_id] += 1
+        yield record_id, copies[record_id], sequence if k % count == index else None
+
+
+def groups_to_compute(records: Iterable[Record], writer: PtWriter | ShardWriter, size: int) -> Iterator[list]:
+    """Groups of about ``size`` (at most 2 x ``size``) of this shard's records still to compute, in FASTA order:
+    the writer plans ``size`` records at a time (naming, resume), so memory is bounded by ``size``."""
+    todo: list[Record] = []
+    records = iter(records)
+    while group := list(itertools.islice(records, size)):
+        todo += [group[i] for i in writer.plan(group)]
+        if len(todo) >= size:
+            yield todo
+            todo = []
+    if todo:
+        yield todo
+
+
+def peek(records: Iterator[tuple[str, str]], fasta: str) -> Iterator[tuple[str, str]]:
+    """Open and read the FASTA up to its first protein (so a missing or malformed file fails before the model
+    loads); the whole stream, that protein included."""
+    first = next(records, None)
+    if first is None:
+        raise UsageError(f"{fasta}: no protein left after the residue policy; nothing to extract")
+    return itertools.chain([first], records)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Extract every protein of the FASTA not already in --out; report and summary on stderr."""
+    """Extract every protein of the FASTA (of this --shard) not already in --out; report and summary on stderr."""
     args = build_parser().parse_args(argv)
     apply_threads(args)
     fold_args(args)
@@ -183,15 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fairseq_esm.checkpoints import load_model, pick_device
     from fairseq_esm.inference.extract import ExtractStats, extract_representations
     from fairseq_esm.inference.output import check_settings, open_writer
-    from fairseq_esm.io.file_names import copy_numbers
 
     device = pick_device(args.device)
     check_args(args, device)
     report = FastaReport()
-    records = list(read_fasta(args.fasta, policy_from_args(args), report))
-    print(report.format(), file=sys.stderr)
-    if not records:
-        raise UsageError(f"{args.fasta}: no protein left after the residue policy; nothing to extract")
+    records = peek(read_fasta(args.fasta, policy_from_args(args), report), args.fasta)
     model, alphabet = load_model(args.checkpoint, device, args.allow_unsafe)
     spec = build_spec(args, model, alphabet)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -202,20 +270,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(str(err)) from None
     if args.fp16 or args.bf16:
         model = model.to(torch.float16 if args.fp16 else torch.bfloat16)
-    copies = copy_numbers([rid for rid, _ in records])
-    todo = writer.plan([(rid, copy, seq) for (rid, seq), copy in zip(records, copies)])
-    report_resume(writer, args.out)
-    plan_run([records[i] for i in todo], spec)
-    stats, start = ExtractStats(), time.perf_counter()
+    stats, long, start = ExtractStats(), LongProteins(), time.perf_counter()
     try:  # closing flushes the results already computed, also when interrupted
-        with tqdm(total=len(todo), unit="protein", file=sys.stderr, disable=True if args.no_progress else None) as bar:
-            for position, result in extract_representations(model, alphabet, [records[i] for i in todo], spec, stats):
-                index = todo[position]
-                writer.add(records[index][0], copies[index], records[index][1], result)
-                bar.update()
+        with tqdm(unit="protein", file=sys.stderr, disable=True if args.no_progress else None) as bar:
+            for group in groups_to_compute(numbered(records, args.shard), writer, args.sort_window):
+                pairs = [(record_id, sequence) for record_id, _, sequence in group]
+                long.check(pairs, spec)
+                for position, result in extract_representations(model, alphabet, pairs, spec, stats):
+                    writer.add(*group[position], result)
+                    bar.update()
     finally:
         writer.close()
     seconds = time.perf_counter() - start
+    print(report.format(), file=sys.stderr)
+    report_resume(writer, args.out)
+    long.report(spec)
+    if args.shard[1] > 1:
+        print(f"shard {args.shard[0]}/{args.shard[1]}: proteins k with k mod {args.shard[1]} = {args.shard[0]} of "
+              f"the {report.records_written:,} kept", file=sys.stderr)
     print(f"wrote {stats.sequences:,} protein(s) ({stats.residues:,} residues, "
           f"{stats.residues / max(seconds, 1e-9):,.0f} residues/s) to {args.out}; skipped "
           f"{writer.skipped:,} already there; recomputed {writer.changed:,} whose sequence changed; "

@@ -11,6 +11,10 @@ with an ``index.tsv``. Nothing computed is lost:
 ``.pt`` files are named by :mod:`fairseq_esm.io.file_names` (the rule every per-protein tool follows), unique
 in the directory ignoring case, also against names other runs took; the index records every name, and an
 output already indexed keeps its name, so directories written with the older naming still resume.
+
+Processes that split one FASTA between them (``--shard I/N``) each plan the names of *every* record in FASTA
+order, computing only their own and reserving the others' names: a name depends only on the records before it,
+so the shards together write the files and index one unsharded run writes, whatever their timing.
 """
 
 from __future__ import annotations
@@ -222,9 +226,11 @@ class _Writer:
         row[self.index.columns.index("seq_sha1")] = digest
         return row
 
-    def plan(self, records: Sequence[tuple[str, int, str]]) -> list[int]:
+    def plan(self, records: Sequence[tuple[str, int, str | None]]) -> list[int]:
         """Positions of the ``(id, copy, sequence)`` records to compute: those not in the directory, and those
         whose sequence changed since their output was written (counted in ``changed``; they are overwritten).
+        A record without a sequence (``None``) is another process's (``--shard``): never computed nor counted
+        here, but :class:`PtWriter` reserves its name. Call it on consecutive groups of the FASTA, in order.
 
         An output indexed by an older version (no ``seq_sha1`` column) is taken as *matching* its current
         sequence (counted in ``unverified``), and that sequence's checksum is recorded, so later edits are
@@ -235,6 +241,8 @@ class _Writer:
         with locked(self.out_dir):
             self._sync()
             for position, (record_id, copy, sequence) in enumerate(records):
+                if sequence is None:
+                    continue
                 row = self.index.rows.get((record_id, copy))
                 if row is None or not self._present(row):
                     todo.append(position)
@@ -304,6 +312,7 @@ class PtWriter(_Writer):
         super().__init__(out_dir, _Index(out_dir / INDEX, PT_COLUMNS, lambda row: (row[0], int(row[2])),
                                          _pt_row_valid, legacy=(("id", "file"), _legacy_pt_rows)))
         self.planned: dict[Key, str] = {}  # names chosen in FASTA order for the outputs still to compute
+        self.reserved: dict[Key, str] = {}  # the same for other processes' records (--shard), until indexed
         self.owner: dict[str, Key] = {}  # case-folded stem -> the output holding it (indexed or planned)
         with locked(out_dir):
             _remove_temps(out_dir)
@@ -323,23 +332,33 @@ class PtWriter(_Writer):
     def _own(self, new: list[list[str]] | None) -> None:
         """Record who holds each name: the rows just read (all of them when ``new`` is None), then our plans."""
         if new is None:
+            self.reserved = {key: name for key, name in self.reserved.items() if key not in self.index.rows}
             self.owner = {_stem(row[1]): key for key, row in self.index.rows.items()}
-            for key, name in self.planned.items():
+            for key, name in [*self.planned.items(), *self.reserved.items()]:
                 self.owner.setdefault(_stem(name), key)
-        else:
-            self.owner.update((_stem(row[1]), self.index.key(row)) for row in new)
+            return
+        for row in new:
+            key, stem = self.index.key(row), _stem(row[1])
+            reserved = self.reserved.pop(key, None)  # its owner indexed it: the index holds its name now
+            if reserved is not None and self.owner.get(_stem(reserved)) == key and _stem(reserved) != stem:
+                del self.owner[_stem(reserved)]
+            self.owner[stem] = key
 
     def _taken(self, mine: Key) -> _Taken:
         return _Taken(self.owner, self.on_disk, mine)
 
-    def plan(self, records: Sequence[tuple[str, int, str]]) -> list[int]:
+    def plan(self, records: Sequence[tuple[str, int, str | None]]) -> list[int]:
+        """As :meth:`_Writer.plan`; then, in FASTA order, a name for every record not indexed yet: planned for
+        ours to compute, reserved for other processes' (so a name never depends on which process is ahead)."""
         todo = super().plan(records)
-        for position in todo:
-            key = records[position][:2]
-            if key not in self.index.rows:
-                name = unique_stem(key[0], self._taken(key)) + ".pt"
-                self.planned[key] = name
-                self.owner[_stem(name)] = key
+        ours = set(todo)
+        for position, (record_id, copy, sequence) in enumerate(records):
+            key = (record_id, copy)
+            if key in self.index.rows or (sequence is not None and position not in ours):
+                continue
+            name = unique_stem(record_id, self._taken(key)) + ".pt"
+            (self.planned if sequence is not None else self.reserved)[key] = name
+            self.owner[_stem(name)] = key
         return todo
 
     def add(self, record_id: str, copy: int, sequence: str, result: dict) -> None:
