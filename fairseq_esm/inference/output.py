@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -204,7 +205,7 @@ def _remove_temps(out_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-class _Writer:
+class _Writer(ABC):
     """What both formats share: the lock, the index, the resume plan and its counts."""
 
     def __init__(self, out_dir: Path, index: _Index) -> None:
@@ -212,8 +213,9 @@ class _Writer:
         self.skipped = self.changed = self.unverified = 0
         self.changed_examples: list[str] = []
 
+    @abstractmethod
     def _present(self, row: list[str]) -> bool:
-        raise NotImplementedError
+        """Whether the output an index row names is on disk (its file, or its shard)."""
 
     def _sync(self) -> None:
         self.index.sync()

@@ -490,6 +490,15 @@ def _duplicates(ids: list[str], bad: dict[int, str], seen: set[str]) -> list[int
     return out
 
 
+def checked_chunk(chunk: Chunk, policy: ResiduePolicy) -> Chunk:
+    """``chunk``, unless it repeats an id and the policy is ``--duplicates error``: then one error line."""
+    if chunk.duplicates and policy.duplicates == "error":
+        first = chunk.duplicates[0]
+        raise FastaFormatError(chunk.source, _line_of(chunk, int(chunk.starts[first])),
+                               f"duplicate id {chunk.ids[first]!r}", "make ids unique or pass --duplicates keep|skip")
+    return chunk
+
+
 def iter_chunks(path: str, policy: ResiduePolicy, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
     """Chunks of a file with their ids and duplicate ids found (in file order, so workers need no state)."""
     seen: set[str] = set()
@@ -499,12 +508,7 @@ def iter_chunks(path: str, policy: ResiduePolicy, chunk_bytes: int = CHUNK_BYTES
         unique = set(ids)
         duplicates = [] if len(unique) == len(ids) and seen.isdisjoint(unique) else _duplicates(ids, bad, seen)
         seen |= unique
-        chunk = Chunk(data, source_name(path), line, starts, ends, ids, duplicates, bad)
-        if duplicates and policy.duplicates == "error":
-            line_no = _line_of(chunk, int(starts[duplicates[0]]))
-            raise FastaFormatError(chunk.source, line_no, f"duplicate id {ids[duplicates[0]]!r}",
-                                   "make ids unique or pass --duplicates keep|skip")
-        yield chunk
+        yield checked_chunk(Chunk(data, source_name(path), line, starts, ends, ids, duplicates, bad), policy)
 
 
 def _clean_then(chunk: Chunk, policy: ResiduePolicy, then: Callable[[CleanChunk], Any] | None) -> Any:
@@ -521,7 +525,12 @@ def clean_fasta(path: str, policy: ResiduePolicy = ResiduePolicy(), workers: int
     ``then``: encoding there keeps the main process free to read). At most 2 x workers chunks are
     in flight, so memory stays bounded.
     """
-    chunks = iter_chunks(path, policy, chunk_bytes)
+    yield from clean_chunks(iter_chunks(path, policy, chunk_bytes), policy, workers, then)
+
+
+def clean_chunks(chunks: Iterator[Chunk], policy: ResiduePolicy, workers: int = 1,
+                 then: Callable[[CleanChunk], Any] | None = None) -> Iterator[Any]:
+    """:func:`clean_fasta` over chunks the caller read: in order, ``workers`` processes, 2 x workers in flight."""
     if workers <= 1:
         yield from (_clean_then(chunk, policy, then) for chunk in chunks)
         return

@@ -13,10 +13,9 @@ choices are those of ``fasta.iter_chunks``.
 from __future__ import annotations
 
 import itertools
-from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass
-from multiprocessing import Pool
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -26,13 +25,12 @@ from fairseq_esm.io.fasta import (
     CHUNK_BYTES,
     Chunk,
     CleanChunk,
-    FastaFormatError,
     FastaReport,
     ResiduePolicy,
     _duplicates,
     _header_ids,
-    _line_of,
-    clean_chunk,
+    checked_chunk,
+    clean_chunks,
     read_chunks,
     record_starts,
     source_name,
@@ -98,34 +96,17 @@ def _compact_chunks(path: str, policy: ResiduePolicy, chunk_bytes: int) -> Itera
         before = {ids[i] for i in np.flatnonzero(seen.get(hi, lo) >= 0).tolist()}
         duplicates = _duplicates(ids, bad, before)
         seen.add(hi, lo)
-        chunk = Chunk(data, source_name(path), line, starts, ends, ids, duplicates, bad)
-        if duplicates and policy.duplicates == "error":
-            line_no = _line_of(chunk, int(starts[duplicates[0]]))
-            raise FastaFormatError(chunk.source, line_no, f"duplicate id {ids[duplicates[0]]!r}",
-                                   "make ids unique or pass --duplicates keep|skip")
-        yield chunk
+        yield checked_chunk(Chunk(data, source_name(path), line, starts, ends, ids, duplicates, bad), policy)
 
 
-def _clean_and_hash(chunk: Chunk, policy: ResiduePolicy, keys: KeysOf | None) -> tuple:
-    """Worker body: the policy, then the sequence hashes (and id keys) of the written records."""
-    part = clean_chunk(chunk, policy)
+def _hashed(part: CleanChunk, keys: KeysOf | None) -> tuple:
+    """Worker step after the policy: the sequence hashes (and id keys) of the written records."""
     return part, sequence_hashes(part.residues, part.lengths), keys(part.ids) if keys else ()
 
 
 def _cleaned(path: str, policy: ResiduePolicy, workers: int, keys: KeysOf | None) -> Iterator[tuple]:
-    """:func:`_clean_and_hash` of every chunk, in file order, in ``workers`` processes (2 x workers in flight)."""
-    chunks = _compact_chunks(path, policy, CHUNK_BYTES)
-    if workers <= 1:
-        yield from (_clean_and_hash(chunk, policy, keys) for chunk in chunks)
-        return
-    with Pool(workers) as pool:
-        pending: deque = deque()
-        for chunk in chunks:
-            pending.append(pool.apply_async(_clean_and_hash, (chunk, policy, keys)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    """The policy and :func:`_hashed` for every chunk, in file order, in ``workers`` processes."""
+    return clean_chunks(_compact_chunks(path, policy, CHUNK_BYTES), policy, workers, partial(_hashed, keys=keys))
 
 
 def _fasta_lines(first: int, text: bytes, lengths: np.ndarray, drop: bytes = b"") -> bytes:
