@@ -17,6 +17,12 @@ model ``esm1b_t4_1M``; one rank; every rank does the same work on the whole spli
 - ``epoch start s``: the start of epoch 2 as fairseq-train does it (``get_train_iterator(2)``, which rebuilds
   the batches under ``--cluster-sampling``, then the epoch iterator and its first batch).
 
+Modes (``--modes``, default all): ``plain``; ``cluster_sampling``; and with ``--batch-cache-dir`` (batches formed
+once per node, ``data/batch_cache.py``): ``shared_first_rank`` (the directory empty: this rank forms and stores
+the batches) and ``shared_other_ranks`` (the directory filled by a first rank beforehand: this rank maps them).
+The mapped batch files are page cache shared by the node, not private memory: the private figures of
+``shared_other_ranks`` are what each further rank of a node adds.
+
 The data-bins are synthetic but shaped like the real thing: lengths drawn from 20,000 real UniProtKB proteins
 (``/work/shared/data/pretrain_uniprot``, else the shipped sample), random canonical residues, each record ending
 in ``</s>``, written with ``data/binarize.write_index`` (fairseq's mmap format, byte for byte what
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -224,12 +231,12 @@ COLUMNS = (("first batch s", "first_batch_s", 1), ("epoch start s", "epoch_start
 
 def table(results: dict[str, list[dict]], extrapolate_to: int) -> str:
     """The measured rows, and per mode the straight-line extrapolation to ``extrapolate_to`` records."""
-    lines = [f"{'mode':<24} {'records':>11} " + " ".join(f"{title:>{len(title)}}" for title, _, _ in COLUMNS)]
+    lines = [f"{'mode':<32} {'records':>11} " + " ".join(f"{title:>{len(title)}}" for title, _, _ in COLUMNS)]
 
     def row(mode: str, n: int, values: dict[str, float]) -> str:
         cells = [f"{values[key] / (n if scale == 'n' else 1):>{len(title)}.{1 if scale == 'n' else 2}f}"
                  for title, key, scale in COLUMNS]
-        return f"{mode:<24} {n:>11,} " + " ".join(cells)
+        return f"{mode:<32} {n:>11,} " + " ".join(cells)
 
     for mode, rows in results.items():
         for r in rows:
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--max-positions", type=int, default=1024)
     parser.add_argument("--extrapolate", type=int, default=60_000_000)
-    parser.add_argument("--modes", default="plain,cluster_sampling")
+    parser.add_argument("--modes", default="plain,cluster_sampling,shared_first_rank,shared_other_ranks")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement; the fastest is reported")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
@@ -261,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result), flush=True)
         os._exit(0)  # skip interpreter teardown (fairseq's loader threads can abort it)
 
-    modes = {"plain": (), "cluster_sampling": ("--cluster-sampling",)}
+    cache = args.work / "batch-cache"
+    shared = ("--batch-cache-dir", str(cache))
+    # mode: (fairseq-train options, state of the node's batch directory before each measured rank starts)
+    modes = {"plain": ((), None), "cluster_sampling": (("--cluster-sampling",), None),
+             "shared_first_rank": (shared, "empty"), "shared_other_ranks": (shared, "filled")}
     results: dict[str, list[dict]] = {}
     for n in sorted(args.records):
         start = time.perf_counter()
@@ -269,9 +280,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data-bin {data}: {n:,} records ready in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         for mode in args.modes.split(","):
             options = dict(max_tokens=args.max_tokens, max_positions=args.max_positions)
-            runs = [measure_in_subprocess(data, *modes[mode], **options, trace=False) for _ in range(args.repeats)]
+            extra, cache_state = modes[mode]
+
+            def rank(trace: bool) -> dict:
+                if cache_state == "empty" or (cache_state == "filled" and not any(cache.glob("*.bounds.npy"))):
+                    shutil.rmtree(cache, ignore_errors=True)
+                if cache_state == "filled" and not any(cache.glob("*.bounds.npy")):
+                    measure_in_subprocess(data, *extra, **options, trace=False)  # the node's first rank
+                return measure_in_subprocess(data, *extra, **options, trace=trace)
+
+            runs = [rank(trace=False) for _ in range(args.repeats)]
             timed = {**runs[0], **{k: min(r[k] for r in runs) for k in runs[0] if k.endswith("_s")}}
-            traced = measure_in_subprocess(data, *modes[mode], **options, trace=True)
+            traced = rank(trace=True)
             results.setdefault(mode, []).append({"n": n, **timed, **{k: v for k, v in traced.items() if "traced" in k}})
             print(table({mode: results[mode][-1:]}, args.extrapolate).splitlines()[-1], file=sys.stderr)
     print(f"one rank, --max-tokens {args.max_tokens} --max-positions {args.max_positions}, OMP_NUM_THREADS=1; "

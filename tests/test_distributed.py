@@ -222,7 +222,12 @@ def test_four_ranks_on_two_nodes_read_each_protein_once_per_epoch_and_resume_exa
     shutil.copy(tmp_path / "full" / f"checkpoint_2_{stop}.pt", save / "checkpoint_last.pt")
     position = checkpoint(save / "checkpoint_last.pt")["extra_state"]["train_iterator"]
     assert position["epoch"] == 2 and 0 < position["iterations_in_epoch"]
-    resumed = two_nodes(data, save, tmp_path / "resumed-logs", rank_logging_bin, *extra)
+    # resumed with the batches formed once and shared through a directory (--batch-cache-dir): the same run
+    shared = tmp_path / "node-batches"
+    resumed = two_nodes(data, save, tmp_path / "resumed-logs", rank_logging_bin, *extra, "--batch-cache-dir",
+                        str(shared))
+    assert "batches stored in" in resumed or "batches mapped from" in resumed  # rank 0's log: whichever it did
+    assert len(list(shared.glob("*.bounds.npy"))) == 1  # the last epoch's entry; earlier ones removed
     assert f"@ {stop} updates)" in resumed.split("Loaded checkpoint", 1)[1].splitlines()[0]
     assert without_timings(resumed) == {u: r for u, r in reference.items() if u > stop}
     again = rank_records(tmp_path / "resumed-logs")

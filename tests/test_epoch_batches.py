@@ -21,8 +21,9 @@ from fairseq.data.data_utils_fast import batch_by_size_vec
 from fairseq.tasks import FairseqTask
 from helpers.training import TRAIN_PROTEINS
 
+from fairseq_esm.data.batch_cache import shared_batches
 from fairseq_esm.data.cluster_sampling import group_by_cluster
-from fairseq_esm.data.epoch_batches import CompactEpochBatchIterator, batch_bounds
+from fairseq_esm.data.epoch_batches import Batches, CompactEpochBatchIterator, batch_bounds
 from fairseq_esm.data.item_rng import item_rng
 from fairseq_esm.data.sized import length_order, stable_argsort
 from fairseq_esm.data.stored_records import StoredRecords
@@ -152,6 +153,62 @@ def test_compact_iterator_resumes_mid_epoch_like_fairseqs(layouts):
     ours = resumed(task.get_batch_iterator(dataset, **options))
     assert ours == resumed(FairseqTask.get_batch_iterator(task, dataset, **options))
     assert len(ours[0]) == 15 - 5 and sorted(i for b in ours[1] for i in b) == list(range(TRAIN_PROTEINS))
+
+
+@pytest.mark.parametrize("layout", ["plain", "cluster_sampling"])
+def test_batches_shared_through_a_node_directory_are_each_ranks_own(layout, layouts, tmp_path, monkeypatch):
+    """--batch-cache-dir: the first rank forms and stores an epoch's batches, a second rank (a fresh task) maps
+    them without forming any, and both read exactly fairseq's batches; one entry per option set is kept."""
+    reference = layouts[layout]
+    cache = tmp_path / "node"
+    ranks = [ProteinMLMTask.setup_task(ProteinMLMConfig(**{**vars(reference.cfg), "batch_cache_dir": str(cache)}))
+             for _ in range(2)]
+    build = Batches.build
+    for epoch in (1, 2, 3):
+        for rank, task in enumerate(ranks):
+            if rank == 1:
+                monkeypatch.setattr(Batches, "build", classmethod(lambda *a, **k: pytest.fail("formed twice")))
+            task.load_dataset("train", epoch=epoch)
+            options = dict(max_tokens=1024, max_positions=64, required_batch_size_multiple=8, seed=3, num_shards=2,
+                           shard_id=rank, epoch=epoch, disable_iterator_cache=True)
+            ours = task.get_batch_iterator(task.dataset("train"), **options)
+            reference.load_dataset("train", epoch=epoch)
+            theirs = FairseqTask.get_batch_iterator(reference, reference.dataset("train"), **options)
+            mine, expected = epoch_batches(ours, epoch), epoch_batches(theirs, epoch)
+            assert len(mine) == len(expected) and all(map(np.array_equal, mine, expected))
+            assert isinstance(ours.frozen_batches.order, np.memmap)
+            monkeypatch.setattr(Batches, "build", build)
+        entries = sorted(p.name for p in cache.glob("*.npy"))
+        assert len(entries) == 2, entries  # this epoch's order and bounds; an earlier epoch's are removed
+
+
+def test_batch_cache_forms_once_for_concurrent_ranks_and_refuses_a_broken_entry(tmp_path, caplog):
+    """Three processes at once: one forms the batches, all get them; a truncated entry is formed again."""
+    import multiprocessing
+
+    sizes = np.random.default_rng(0).integers(1, 500, 5000).astype(np.int32)
+    cache, log = tmp_path / "node", tmp_path / "formed.txt"
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        results = pool.starmap(shared_rank, [(cache, sizes, log)] * 3)
+    assert log.read_text() == "formed\n" and all(r == results[0] for r in results)
+    bounds = next(cache.glob("*.bounds.npy"))
+    bounds.write_bytes(bounds.read_bytes()[:100])
+    assert shared_rank(cache, sizes, log) == results[0] and log.read_text() == "formed\n" * 2
+    assert "ignoring the unreadable batch cache entry" in caplog.text
+
+
+def shared_rank(cache: Path, sizes: np.ndarray, log: Path) -> list[list[int]]:
+    """One rank asking the node directory for the batches of ``sizes``; forming them is slow and logged."""
+    import time
+
+    def form() -> Batches:
+        with open(log, "a") as out:
+            out.write("formed\n")
+        time.sleep(0.5)
+        return Batches.build(length_order(sizes, True, 3, 1, np.int32), sizes, 2048, None, 8, every_index=True)
+
+    batches = shared_batches(cache, sizes, (True, 3, 1), {"max_tokens": 2048}, form)
+    return [b.tolist() for b in batches]
 
 
 def test_stored_records_read_what_fairseq_reads_without_reading_the_whole_bin(clean_data, monkeypatch):

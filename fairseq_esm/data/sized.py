@@ -107,8 +107,12 @@ class LengthOrdered:
 
     def length_sorted_indices(self, dtype: type = np.int64) -> np.ndarray:
         """``ordered_indices`` as ``dtype`` (int32 halves the order fairseq's batches are cut from)."""
-        epoch = 1 if self.can_reuse_epoch_itr_across_epochs else self.epoch
-        return length_order(self._sizes, self.shuffle, self.seed, epoch, dtype)
+        shuffle, seed, epoch = self.tie_break()
+        return length_order(self._sizes, shuffle, seed, epoch, dtype)
+
+    def tie_break(self) -> tuple[bool, int, int]:
+        """(shuffle, seed, epoch) of the tie-break: with the sizes, all the length order depends on."""
+        return self.shuffle, self.seed, 1 if self.can_reuse_epoch_itr_across_epochs else self.epoch
 
 
 def sizes_follow_epoch(dataset) -> bool:

@@ -11,7 +11,8 @@ and the token ids, so a corrupt or mismatched data-bin (or ``--pretrained-checkp
 with one ``error:`` line.
 At UniRef scale a rank holds no copy of the dataset: a split is memory-mapped and read record by record
 (``data/stored_records.py``, no read of the whole ``.bin`` at load), and fairseq's batches are kept as two
-arrays formed in vectorised O(N) (``data/epoch_batches.py``), the same batches as fairseq's own code.
+arrays formed in vectorised O(N) (``data/epoch_batches.py``), the same batches as fairseq's own code; with
+``--batch-cache-dir`` they are formed once per node and memory-mapped by its other ranks (``data/batch_cache.py``).
 """
 
 # no `from __future__ import annotations`: fairseq reads the config field types at runtime
@@ -19,6 +20,7 @@ arrays formed in vectorised O(N) (``data/epoch_batches.py``), the same batches a
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 from fairseq import utils
@@ -26,6 +28,7 @@ from fairseq.data import Dictionary
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 
+from fairseq_esm.data.batch_cache import shared_batches
 from fairseq_esm.data.cluster_sampling import ClusterSampledDataset, load_cluster_index
 from fairseq_esm.data.crop import CROP_STREAM, CropDataset, crop_residues
 from fairseq_esm.data.epoch_batches import Batches, CompactEpochBatchIterator
@@ -71,6 +74,11 @@ class ProteinMLMConfig(RunConfig):
         default=False,
         metadata={"help": "UR50/D: the train split draws one member per 50% cluster per epoch "
                   "(cluster of each record from {split}.clusters.npy, see fairseq-esm-make-uniref-splits)"},
+    )
+    batch_cache_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "node-local directory (e.g. /dev/shm/$USER-$SLURM_JOB_ID): the first rank of a node forms "
+                  "each epoch's batches and stores them there, the node's other ranks memory-map them"},
     )
 
 
@@ -144,13 +152,22 @@ class ProteinMLMTask(EsmTask):
             return self.dataset_to_epoch_iter[dataset]
         dataset.set_epoch(epoch)
 
-        def make_batches(dataset: ProteinMLMDataset, epoch: int) -> Batches:
-            logger.info(f"creating new batches for epoch {epoch}")
+        def form_batches(dataset: ProteinMLMDataset) -> Batches:
             order = dataset.length_sorted_indices(index_dtype(len(dataset)))
             if max_positions is not None:
                 order = self.filter_indices_by_size(order, dataset, max_positions, ignore_invalid_inputs)
             return Batches.build(order, dataset.sizes, max_tokens, max_sentences, required_batch_size_multiple,
                                  every_index=True)
+
+        def make_batches(dataset: ProteinMLMDataset, epoch: int) -> Batches:
+            logger.info(f"creating new batches for epoch {epoch}")
+            if not self.cfg.batch_cache_dir:
+                return form_batches(dataset)
+            options = {"max_tokens": max_tokens, "max_sentences": max_sentences,
+                       "multiple": required_batch_size_multiple, "max_positions": max_positions,
+                       "ignore_invalid_inputs": ignore_invalid_inputs}
+            return shared_batches(self.cfg.batch_cache_dir, dataset.sizes, dataset.tie_break(), options,
+                                  lambda: form_batches(dataset))
 
         reuse_dataloader = getattr(self.cfg, "reuse_dataloader", True)
         rebuild_batches = getattr(self.cfg, "rebuild_batches", False)
