@@ -197,11 +197,11 @@ def test_resuming_from_a_checkpoint_of_another_architecture_and_vocabulary_is_re
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
-        "error: the checkpoint's weights do not fit this esm1b model (were --arch or its sizes changed?):",
+        "error: the checkpoint's weights do not fit this esm1b model (were --arch or its sizes changed?): "
+        "vocabulary size mismatch: checkpoint embeds 35 tokens, the esm1b alphabet has 33",
         f"error: Cannot load model parameters from checkpoint {save / 'checkpoint_last.pt'}; "
         "please ensure that the architectures match.",
     ], proc.stderr[-3000:]
-    assert "  vocabulary size mismatch: checkpoint embeds 35 tokens, the esm1b alphabet has 33" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

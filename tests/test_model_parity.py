@@ -1,4 +1,5 @@
-"""Our ESM-1b / ESM-1 against fair-esm's own ``ProteinBertModel`` on real proteins, plus model-level checks.
+"""Our ESM-1b / ESM-1 / ESM-2 against fair-esm's own ``ProteinBertModel`` / ``ESM2`` on real proteins, plus
+model-level checks.
 
 fair-esm builds small random models (LayerNorms and biases perturbed away from their init), the
 test writes them in the official file layout (the inverse of fair-esm's upgrade code), and both
@@ -11,14 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from esm.model.esm2 import ESM2
 from esm.pretrained import load_model_and_alphabet_local
 from fairseq import options
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.models import build_model
-from helpers.oracle import fair_esm_model, write_official
+from helpers.oracle import fair_esm_model, official_name, write_official
 from helpers.proteins import read_proteins
 
-import fairseq_esm  # noqa: F401  (registers the models)
+import fairseq_esm.tasks  # noqa: F401  (registers the plugin: tasks, criterions, models)
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
 from fairseq_esm.modules.alphabet import load_alphabet
@@ -31,6 +33,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning:hydra"),
 ]
 LAYERS, DIM, FFN, HEADS = 3, 64, 128, 4
+#: the alphabet of each generation (ESM-2 uses ESM-1b's)
+ALPHABET = {"esm1b": "esm1b", "esm1": "esm1", "esm2": "esm1b"}
 
 
 def real_proteins(count: int = 4, max_len: int = 60) -> list[str]:
@@ -40,7 +44,7 @@ def real_proteins(count: int = 4, max_len: int = 60) -> list[str]:
 
 def batch(generation: str) -> torch.Tensor:
     """Padded (B, T) tokens of real proteins with a few residues replaced by <mask>."""
-    alphabet = load_alphabet(generation)
+    alphabet = load_alphabet(ALPHABET[generation])
     rows = [alphabet.tokenize(p) for p in real_proteins()]
     tokens = torch.full((len(rows), max(len(r) for r in rows)), alphabet.padding_idx, dtype=torch.long)
     for i, row in enumerate(rows):
@@ -51,13 +55,14 @@ def batch(generation: str) -> torch.Tensor:
     return tokens
 
 
-@pytest.fixture(scope="module", params=["esm1b", "esm1"])
+@pytest.fixture(scope="module", params=["esm1b", "esm1", "esm2"])
 def loaded(request, tmp_path_factory):
     """(generation, fair-esm's model, ours), both read from the same official file."""
-    path = write_official(fair_esm_model(request.param), tmp_path_factory.mktemp("official") / "tiny.pt")
+    folder = tmp_path_factory.mktemp("official")
+    path = write_official(fair_esm_model(request.param), folder / official_name(request.param))
     theirs, _ = load_model_and_alphabet_local(path)
     ours, alphabet = load_model(path)
-    assert alphabet.name == request.param
+    assert alphabet.name == ALPHABET[request.param] and ours.generation.name == request.param
     return request.param, theirs.eval(), ours
 
 
@@ -125,6 +130,59 @@ def test_predict_contacts(loaded):
     assert max_diff(theirs.predict_contacts(tokens), ours.predict_contacts(tokens)) <= TOLERANCE
 
 
+@pytest.mark.parametrize("layers, dim, heads", [(6, 320, 20), (12, 480, 20), (4, 160, 40)],
+                         ids=["t6_8M", "t12_35M", "40_heads"])
+@torch.no_grad()
+def test_esm2_at_official_shapes_matches_fair_esm(layers, dim, heads, tmp_path):
+    """ESM-2 at the t6 and t12 shapes and with more heads than 20: logits, every layer's representation and
+    contacts within 1e-4 on a padded batch of unequal lengths, with and without the fused attention; and the
+    file our exporter writes is read by fair-esm's own loader to the same outputs."""
+    from fairseq_esm.checkpoints.pt_files import export_official
+
+    path = write_official(fair_esm_model("esm2", layers=layers, dim=dim, heads=heads), tmp_path / "esm2_shape.pt")
+    theirs, _ = load_model_and_alphabet_local(path)
+    ours, _ = load_model(path)
+    tokens = batch("esm2")
+    everything = dict(repr_layers=range(layers + 1), return_contacts=True)
+    expected, got = theirs.eval()(tokens, **everything), ours(tokens, **everything)
+    for key in ("logits", "contacts"):
+        assert max_diff(expected[key], got[key]) <= TOLERANCE, key
+    for layer in range(layers + 1):
+        assert max_diff(expected["representations"][layer], got["representations"][layer]) <= TOLERANCE, layer
+    fused = ours(tokens, repr_layers=range(layers + 1))  # SDPA: no attention matrix
+    for layer in range(layers + 1):
+        assert max_diff(expected["representations"][layer], fused["representations"][layer]) <= TOLERANCE, layer
+    exported, _ = export_official(ours, tmp_path / "esm2_ours.pt")
+    reread, _ = load_model_and_alphabet_local(exported)
+    again = reread.eval()(tokens, **everything)
+    for key in ("logits", "contacts"):
+        assert max_diff(again[key], got[key]) <= TOLERANCE, key
+
+
+def test_esm2_rotary_attention_keeps_the_fused_kernel(monkeypatch):
+    """Rotary positions rotate queries and keys before SDPA; no (T, T) matrix is written out."""
+    model = load_model_from_oracle("esm2")
+    explicit = []
+    for layer in model.layers:
+        original = layer.self_attn._explicit_attention
+        monkeypatch.setattr(layer.self_attn, "_explicit_attention",
+                            lambda *a, _f=original, **k: explicit.append(1) or _f(*a, **k))
+    with torch.no_grad():
+        model(batch("esm2"), repr_layers=[LAYERS])
+    assert not explicit
+
+
+def load_model_from_oracle(generation: str):
+    """Our model with a fair-esm model's weights, built in memory (no files)."""
+    from fairseq_esm.checkpoints.pt_files import checkpoint_contents, model_of
+    reference = fair_esm_model(generation)
+    body = {("encoder." if k.startswith("lm_head.") else "encoder.sentence_encoder.") + k: v
+            for k, v in reference.state_dict().items()}
+    sizes = {"encoder_layers": LAYERS, "encoder_embed_dim": DIM, "encoder_attention_heads": HEADS,
+             "token_dropout": True}
+    return model_of(checkpoint_contents({"cfg": {"model": sizes}, "model": body}, "memory.pt"), "memory")[0]
+
+
 def esm1b_tiny(**overrides):
     """A fresh small ESM-1b of ours, for checks that need no reference."""
     sizes = dict(encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=4)
@@ -158,6 +216,16 @@ ARCH_PARAMS = {
     "esm1_t12_85M_UR50S": 85_126_836,
     "esm1_t6_43M_UR50S": 42_590_316,
     "esm1_t6_7M": 7_424_156,
+    "esm2_t4_1M": 814_402,
+}
+#: ESM-2's released sizes: (layers, dim, heads) of fair-esm's ESM2, whose parameter count ours must equal
+ESM2_RELEASED = {
+    "esm2_t6_8M_UR50D": (6, 320, 20),
+    "esm2_t12_35M_UR50D": (12, 480, 20),
+    "esm2_t30_150M_UR50D": (30, 640, 20),
+    "esm2_t33_650M_UR50D": (33, 1280, 20),
+    "esm2_t36_3B_UR50D": (36, 2560, 40),
+    "esm2_t48_15B_UR50D": (48, 5120, 40),
 }
 
 
@@ -170,22 +238,34 @@ class _Task:
 
 def cli_model_cfg(arch: str, *extra: str):
     """The model config fairseq-train builds from ``--arch arch`` (task defaults, max_positions 1024)."""
-    generation = "esm1b" if arch.startswith("esm1b") else "esm1"
+    generation = arch.split("_")[0]
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(
-        parser, ["unused-data", "--task", "protein_mlm", "--alphabet", generation, "--arch", arch, *extra]
+        parser, ["unused-data", "--task", "protein_mlm", "--alphabet", ALPHABET[generation], "--arch", arch, *extra]
     )
     return convert_namespace_to_omegaconf(args).model, generation
 
 
-@pytest.mark.parametrize("arch", sorted(ARCH_PARAMS))
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_PARAMS) + sorted(ESM2_RELEASED))
 def test_named_arch_parameter_count(arch):
+    """The published counts (ESM-1/ESM-1b), fair-esm's ESM2 at the released ESM-2 sizes (built on the meta
+    device: the 15B model allocates nothing), and the small ones' names."""
     cfg, generation = cli_model_cfg(arch)
     with torch.device("meta"):
-        model = build_model(cfg, _Task(load_alphabet(generation)))
+        model = build_model(cfg, _Task(load_alphabet(ALPHABET[generation])))
+        if arch in ESM2_RELEASED:
+            layers, dim, heads = ESM2_RELEASED[arch]
+            reference = ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads)
     assert model.generation.name == generation
-    assert model.token_dropout == (generation == "esm1b")
-    assert sum(p.numel() for p in model.parameters()) == ARCH_PARAMS[arch]
+    assert model.token_dropout == (generation in ("esm1b", "esm2"))
+    expected = parameter_count(reference) if arch in ESM2_RELEASED else ARCH_PARAMS[arch]
+    assert parameter_count(model) == expected
+    if arch in ESM2_RELEASED:
+        assert model.state_dict().keys() == reference.state_dict().keys()  # rot_emb.inv_freq included
 
 
 def test_arch_sizes_can_be_overridden_on_the_command_line():
@@ -193,7 +273,7 @@ def test_arch_sizes_can_be_overridden_on_the_command_line():
     assert (cfg.encoder_layers, cfg.encoder_embed_dim, cfg.token_dropout) == (2, 128, False)
 
 
-@pytest.mark.parametrize("arch, wrong", [("esm1b_t4_1M", "esm1"), ("esm1_t6_7M", "esm1b")])
+@pytest.mark.parametrize("arch, wrong", [("esm1b_t4_1M", "esm1"), ("esm1_t6_7M", "esm1b"), ("esm2_t4_1M", "esm1")])
 def test_build_model_refuses_the_other_alphabet(arch, wrong):
     cfg, _ = cli_model_cfg(arch)
     with pytest.raises(ValueError, match="needs the .* alphabet.*--alphabet"):
@@ -225,10 +305,10 @@ torch.save({{"tokens": tokens, **{{k: results[k] for k in ("logits", "attentions
 """
 
 
-@pytest.mark.parametrize("generation", ["esm1b", "esm1"])
+@pytest.mark.parametrize("generation", ["esm1b", "esm1", "esm2"])
 def test_a_fair_esm_script_runs_by_changing_its_import_line(generation, tmp_path):
     """The README's promise: ``import fairseq_esm as esm`` and ``esm.load_model(path)`` for fair-esm's loader."""
-    path = write_official(fair_esm_model(generation), tmp_path / "tiny.pt")
+    path = write_official(fair_esm_model(generation), tmp_path / official_name(generation))
     variants = {"fair_esm": ("import esm", f"esm.pretrained.load_model_and_alphabet_local({str(path)!r})"),
                 "ours": ("import fairseq_esm as esm", f"esm.load_model({str(path)!r})")}
     outputs = {}

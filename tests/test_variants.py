@@ -5,18 +5,23 @@ rows that must be reported rather than scored."""
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
+import warnings
+import weakref
 from pathlib import Path
 
 import esm
 import pytest
 import torch
+from helpers.oracle import fair_esm_model, write_official
 from scipy.stats import spearmanr
 
+import fairseq_esm.checkpoints
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.cli.common import run_main
-from fairseq_esm.cli.variants import main
+from fairseq_esm.cli.variants import main, model_labels
 from fairseq_esm.inference.variant_scoring import score_variants
 from fairseq_esm.io.mutations import check_rows, mutant_sequence, parse_variant
 from fairseq_esm.modules.batching import windows
@@ -286,3 +291,121 @@ def test_help_of_the_console_script_exits_0():
     script = Path(sys.executable).with_name("fairseq-esm-variants")
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--scoring-strategy" in result.stdout
+
+
+# ESM-1v: several checkpoints, per-model columns and the ensemble mean
+
+ESM1V = [f"esm1v_t4_test_{i}" for i in (1, 2, 3)]
+#: fair-esm's loader notes that ESM-1v ships no contact regression; variant scores do not use it
+NO_REGRESSION = pytest.mark.filterwarnings("ignore:Regression weights not found")
+
+
+@pytest.fixture(scope="module")
+def esm1v_files(tmp_path_factory) -> list[Path]:
+    """Three random ESM-1b-architecture models saved as ESM-1v releases are: official layout, esm1v names, no
+    contact-regression sibling (fair-esm expects none for esm1v)."""
+    folder = tmp_path_factory.mktemp("esm1v")
+    files = []
+    for seed, name in enumerate(ESM1V, start=1):
+        path = write_official(fair_esm_model("esm1b", seed=seed, **FITS), folder / f"{name}.pt")
+        path.with_name(f"{name}-contact-regression.pt").unlink()
+        files.append(path)
+    return files
+
+
+def run_models(checkpoints: list[Path], table: Path, out: Path, *extra: str) -> int:
+    """The CLI with several checkpoints."""
+    argv = [*map(str, checkpoints), "--fasta", str(FASTA), "--table", str(table), "--out", str(out), *extra]
+    return run_main(main, argv)
+
+
+@NO_REGRESSION
+def test_ensemble_has_each_model_alone_and_their_mean(esm1v_files, dms_rows, tmp_path, capsys):
+    table = write_table(tmp_path / "t.csv", dms_rows[:40])
+    strategies = ("--scoring-strategy", "masked-marginal", "wt-marginal")
+    assert run_models(esm1v_files, table, tmp_path / "ensemble.csv", *strategies) == 0
+    err = capsys.readouterr().err
+    rows = read_table(tmp_path / "ensemble.csv")
+    assert list(rows[0]) == ["mutant", "DMS_score", "masked_marginal", *[f"masked_marginal_{n}" for n in ESM1V],
+                             "wt_marginal", *[f"wt_marginal_{n}" for n in ESM1V], "status", "note"]
+    assert all(r["status"] == "ok" for r in rows)
+    for path, name in zip(esm1v_files, ESM1V):
+        assert run(path, table, tmp_path / f"{name}.csv", *strategies) == 0
+        alone = read_table(tmp_path / f"{name}.csv")
+        for strategy in ("masked_marginal", "wt_marginal"):
+            assert [r[f"{strategy}_{name}"] for r in rows] == [r[strategy] for r in alone], (name, strategy)
+    measured = [float(r["DMS_score"]) for r in rows]
+    for strategy in ("masked_marginal", "wt_marginal"):
+        for row in rows:
+            mean = math.fsum(float(row[f"{strategy}_{n}"]) for n in ESM1V) / len(ESM1V)
+            assert abs(float(row[strategy]) - mean) <= 1e-6 + 1e-12, (strategy, row)
+        for column, label in [(f"{strategy}_{n}", n) for n in ESM1V] + [(strategy, "mean of 3 models")]:
+            rho, p = spearmanr([float(r[column]) for r in rows], measured)
+            assert (f"Spearman rho {strategy.replace('_', '-')} ({label}) vs DMS_score: {rho:.4f} (p={p:.2g}; "
+                    "n=40 scored rows; 0 scored rows without a numeric DMS_score)") in err
+    assert [line for line in err.splitlines() if line.startswith("model ")] == [
+        f"model {i} of 3: {path} (columns *_{name})" for i, (path, name) in enumerate(zip(esm1v_files, ESM1V), 1)]
+
+
+@NO_REGRESSION
+def test_esm1v_files_load_and_score_as_fair_esm(esm1v_files, dms_rows, tmp_path):
+    """Parity with fair-esm's own loader and predict.py's masked marginal, model by model."""
+    codes = [dms_rows[i]["mutant"] for i in (0, 9, 17, 26, 39)]
+    with warnings.catch_warnings():  # ESM-1v ships no contact regression, and no warning says it is missing
+        warnings.filterwarnings("error", message=".*no contact regression")
+        load_model(esm1v_files[0])
+    table = write_table(tmp_path / "t.csv", [{"mutant": c} for c in codes])
+    assert run_models(esm1v_files, table, tmp_path / "out.csv") == 0
+    rows = read_table(tmp_path / "out.csv")
+    for path, name in zip(esm1v_files, ESM1V):
+        oracle = FairEsm(path)  # esm.pretrained.load_model_and_alphabet_local: no regression file for esm1v
+        for row in rows:
+            expected = oracle.score("masked-marginal", row["mutant"])
+            assert float(row[f"masked_marginal_{name}"]) == pytest.approx(expected, abs=1e-4), (name, row)
+
+
+@NO_REGRESSION
+def test_models_are_loaded_one_at_a_time(esm1v_files, dms_rows, tmp_path, monkeypatch):
+    loaded: list[weakref.ref] = []
+    real = fairseq_esm.checkpoints.load_model
+
+    def load_one(*args, **kwargs):
+        assert all(ref() is None for ref in loaded), "the previous model is still in memory"
+        model, alphabet = real(*args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model, alphabet
+
+    monkeypatch.setattr(fairseq_esm.checkpoints, "load_model", load_one)
+    table = write_table(tmp_path / "t.csv", dms_rows[:5])
+    assert run_models(esm1v_files, table, tmp_path / "out.csv") == 0
+    assert len(loaded) == 3
+
+
+@NO_REGRESSION
+def test_repeated_stems_get_unique_columns(esm1v_files, dms_rows, tmp_path):
+    copy = tmp_path / "other" / esm1v_files[0].name
+    copy.parent.mkdir()
+    copy.write_bytes(esm1v_files[0].read_bytes())
+    assert model_labels([str(esm1v_files[0]), str(copy), str(esm1v_files[1])]) == [ESM1V[0], f"{ESM1V[0]}_2", ESM1V[1]]
+    table = write_table(tmp_path / "t.csv", dms_rows[:5])
+    assert run_models([esm1v_files[0], copy], table, tmp_path / "out.csv") == 0
+    rows = read_table(tmp_path / "out.csv")
+    assert list(rows[0])[2:5] == ["masked_marginal", f"masked_marginal_{ESM1V[0]}", f"masked_marginal_{ESM1V[0]}_2"]
+    assert all(r["masked_marginal"] == r[f"masked_marginal_{ESM1V[0]}"] == r[f"masked_marginal_{ESM1V[0]}_2"]
+               for r in rows)
+
+
+def test_models_of_different_generations_are_one_error_line(official_checkpoint, esm1v_files, dms_rows, tmp_path,
+                                                              capsys):
+    esm1 = official_checkpoint("esm1", **FITS)
+    table = write_table(tmp_path / "t.csv", dms_rows[:5])
+    for checkpoints in ([esm1v_files[0], esm1], [esm1, esm1v_files[0], esm1v_files[1]]):
+        assert run_models(checkpoints, table, tmp_path / "out.csv") == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "must share one alphabet" in errors[0], errors
+        assert errors[0].startswith(f"error: {checkpoints[1]} is an ") and str(esm1) in errors[0]
+        assert "(alphabet esm1)" in errors[0] and "(alphabet esm1b)" in errors[0]
+        assert not (tmp_path / "out.csv").exists()
+    clash = write_table(tmp_path / "clash.csv", [{**r, f"masked_marginal_{ESM1V[1]}": "1"} for r in dms_rows[:5]])
+    assert run_models(esm1v_files, clash, tmp_path / "out.csv") == 2
+    assert f"already has column(s) masked_marginal_{ESM1V[1]}" in capsys.readouterr().err

@@ -1,11 +1,13 @@
 """Read and write ESM checkpoints: official fair-esm ``.pt`` files and fairseq checkpoints of this plugin.
 
-Official layout (what ``esm.pretrained.load_model_and_alphabet_local`` reads): ``{"args": Namespace,
-"model": state}`` with ESM-1b keys under ``encoder.sentence_encoder.`` (``lm_head`` under ``encoder.``)
-and ESM-1 keys under ``decoder.``, plus a sibling ``<stem>-contact-regression.pt`` holding
-``{"model": {"contact_head.regression.*"}}``. Files are read with ``weights_only=True`` (tensors and
-``argparse.Namespace``); a file holding other objects is refused with one message naming ``--allow-unsafe``,
-decided by the exception type and the file's own structure, never by torch's wording.
+Official layouts (what ``esm.pretrained.load_model_and_alphabet_local`` reads): ESM-1/ESM-1b files are
+``{"args": Namespace, "model": state}`` with ESM-1b keys under ``encoder.sentence_encoder.`` (``lm_head`` under
+``encoder.``) and ESM-1 keys under ``decoder.``; ESM-2 files are ``{"cfg": {"model": sizes}, "model": state}``
+with ESM-1b's prefixes (fair-esm picks the layout from the file name: ``esm2*``). Both come with a sibling
+``<stem>-contact-regression.pt`` holding ``{"model": {"contact_head.regression.*"}}`` (ESM-1v files have
+none). Files are read with ``weights_only=True`` (tensors and ``argparse.Namespace``); a file holding other
+objects is refused with one message naming ``--allow-unsafe``, decided by the exception type and the file's own
+structure, never by torch's wording.
 HuggingFace ``EsmForMaskedLM`` directories go through :mod:`fairseq_esm.checkpoints.huggingface`. Nothing here
 imports fairseq: a fairseq checkpoint is a dict whose ``cfg["model"]`` holds the sizes, and the model built is
 the plain :class:`fairseq_esm.modules.esm1.ESM1` with the same parameter names.
@@ -22,14 +24,14 @@ import pickletools
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import torch
 
 from fairseq_esm.errors import InputError
 from fairseq_esm.modules.alphabet import Alphabet, load_alphabet
 from fairseq_esm.modules.esm1 import ESM1, EsmConfig
-from fairseq_esm.modules.generations import OFFICIAL_ARCHS, Generation, generation_of_arch
+from fairseq_esm.modules.generations import ESM_2, OFFICIAL_ARCHS, Generation, generation_of_arch
 
 REGRESSION_KEYS = ("contact_head.regression.weight", "contact_head.regression.bias")
 SIZE_FIELDS = ("layers", "embed_dim", "ffn_embed_dim", "attention_heads")
@@ -47,6 +49,8 @@ class CheckpointContents(NamedTuple):
     config: Any
     state: dict[str, torch.Tensor]
     optional_missing: frozenset[str]
+    #: warn when the contact regression is absent (not for ESM-1v files, which are released without one)
+    regression_expected: bool = True
 
 
 def official_to_ours(key: str, generation: Generation) -> str:
@@ -146,36 +150,61 @@ def _model_config(values: dict[str, Any]) -> EsmConfig:
     return EsmConfig(**{k: v for k, v in values.items() if k in names})
 
 
+def _setting(settings: Any, name: str, default: Any = None) -> Any:
+    """``settings.name`` or ``settings[name]`` (official configs are a Namespace, a dict or an OmegaConf node)."""
+    if isinstance(settings, dict):
+        return settings.get(name, default)
+    try:
+        return getattr(settings, name, default)
+    except Exception:  # an OmegaConf node without the key
+        return default
+
+
+def is_official_cfg_layout(data: Any) -> bool:
+    """The ESM-2 release layout: ``cfg["model"]`` with the sizes and state keys under ``encoder.sentence_encoder.``
+    (a checkpoint of ``fairseq-train --user-dir fairseq_esm`` has the same ``cfg`` but unprefixed keys)."""
+    if not isinstance(data, dict) or not isinstance(data.get("cfg"), dict) or not isinstance(data.get("model"), dict):
+        return False
+    model_cfg = data["cfg"].get("model")
+    return _setting(model_cfg, "encoder_layers") is not None and any(
+        isinstance(k, str) and k.startswith(ESM_2.official_body_prefix) for k in data["model"])
+
+
 def _official_contents(data: dict, path: Path, allow_unsafe: bool) -> CheckpointContents:
     """Official fair-esm file (+ optional regression sibling) -> our names and config."""
-    args = data["args"]
-    generation = OFFICIAL_ARCHS.get(getattr(args, "arch", None))
-    if generation is None:
-        raise CheckpointError(
-            f"{path}: unknown arch {getattr(args, 'arch', None)!r}; expected one of {sorted(OFFICIAL_ARCHS)}"
-        )
+    if is_official_cfg_layout(data):
+        generation, settings = ESM_2, data["cfg"]["model"]
+    else:
+        settings = data["args"]
+        generation = OFFICIAL_ARCHS.get(getattr(settings, "arch", None))
+        if generation is None:
+            raise CheckpointError(
+                f"{path}: unknown arch {getattr(settings, 'arch', None)!r}; expected one of {sorted(OFFICIAL_ARCHS)}"
+            )
     state = {official_to_ours(k, generation): v for k, v in data["model"].items()}
     sibling = regression_path(path)
     optional: frozenset[str] = frozenset(REGRESSION_KEYS)
     if sibling.is_file():
         state.update(read_file(sibling, allow_unsafe)["model"])
         optional = frozenset()
-    size_args = [generation.official_args_prefix + f for f in SIZE_FIELDS]
-    missing_args = [name for name in size_args if not hasattr(args, name)]
+    prefix = generation.official_args_prefix
+    values = {f"encoder_{f}": _setting(settings, prefix + f) for f in SIZE_FIELDS}
+    if generation.ffn_is_4x and values["encoder_ffn_embed_dim"] is None and values["encoder_embed_dim"] is not None:
+        values["encoder_ffn_embed_dim"] = 4 * values["encoder_embed_dim"]  # ESM-2 releases do not store it
+    missing_args = [prefix + f for f in SIZE_FIELDS if values[f"encoder_{f}"] is None]
     if missing_args:
-        raise CheckpointError(f"{path}: official args lack {missing_args}")
-    values = {f"encoder_{f}": getattr(args, name) for f, name in zip(SIZE_FIELDS, size_args)}
+        raise CheckpointError(f"{path}: official {generation.official_layout} lack {missing_args}")
     values.update(
-        max_positions=getattr(args, "max_positions", 1024),
-        token_dropout=bool(getattr(args, "token_dropout", False)),
+        max_positions=_setting(settings, "max_positions", 1024),
+        token_dropout=bool(_setting(settings, "token_dropout", generation is ESM_2)),
         # structure is read off the weights, as fair-esm does for emb_layer_norm_before
         emb_layer_norm_before=any(k.startswith("emb_layer_norm_before.") for k in state),
         final_bias="embed_out_bias" in state,
     )
-    if generation.roberta_head and "embed_tokens.weight" in state:
-        # fair-esm zeroes the <mask> embedding on load (token dropout never embeds it)
-        state["embed_tokens.weight"][load_alphabet(generation.name).mask_idx].zero_()
-    return CheckpointContents(generation, _model_config(values), state, optional)
+    if generation.zero_mask_embedding and "embed_tokens.weight" in state:
+        # fair-esm zeroes the ESM-1b <mask> embedding on load (token dropout never embeds it)
+        state["embed_tokens.weight"][load_alphabet(generation.alphabet).mask_idx].zero_()
+    return CheckpointContents(generation, _model_config(values), state, optional, "esm1v" not in path.stem)
 
 
 def _fairseq_contents(data: dict, path: Path) -> CheckpointContents:
@@ -189,8 +218,10 @@ def _fairseq_contents(data: dict, path: Path) -> CheckpointContents:
 
 
 def is_official_layout(data: Any) -> bool:
-    """fair-esm's release layout: ``{"args": Namespace, "model": ...}`` and no fairseq ``cfg``."""
-    return isinstance(data, dict) and data.get("cfg") is None and isinstance(data.get("args"), argparse.Namespace)
+    """fair-esm's release layouts: ``{"args": Namespace, "model": ...}`` without a fairseq ``cfg`` (ESM-1,
+    ESM-1b, ESM-1v), or the ESM-2 layout (:func:`is_official_cfg_layout`)."""
+    return (isinstance(data, dict) and data.get("cfg") is None and isinstance(data.get("args"), argparse.Namespace)
+            ) or is_official_cfg_layout(data)
 
 
 def checkpoint_contents(data: Any, path: str | Path, allow_unsafe: bool = False) -> CheckpointContents:
@@ -198,10 +229,10 @@ def checkpoint_contents(data: Any, path: str | Path, allow_unsafe: bool = False)
     path = Path(path)
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise CheckpointError(f"{path} is not a model checkpoint (expected a dict with a 'model' state dict)")
-    if data.get("cfg") is not None:
-        return _fairseq_contents(data, path)
     if is_official_layout(data):
         return _official_contents(data, path, allow_unsafe)
+    if data.get("cfg") is not None:
+        return _fairseq_contents(data, path)
     raise CheckpointError(f"{path} has neither fairseq 'cfg' nor official fair-esm 'args'")
 
 
@@ -211,7 +242,7 @@ def read_checkpoint(path: str | Path, allow_unsafe: bool = False) -> CheckpointC
 
 
 def model_name(model) -> str:
-    """``esm1b`` / ``esm1`` for ESM models, the registered name for others (``bilstm_lm``)."""
+    """``esm1b`` / ``esm1`` / ``esm2`` for ESM models, the registered name for others (``bilstm_lm``)."""
     generation = getattr(model, "generation", None)
     return generation.name if generation is not None else getattr(model, "registered_name", type(model).__name__)
 
@@ -225,7 +256,7 @@ class ShortLoadErrors:
         if problems:
             raise CheckpointError(
                 f"the checkpoint's weights do not fit this {model_name(self)} model "
-                f"(were --arch or its sizes changed?):\n  " + "\n  ".join(problems)
+                f"(were --arch or its sizes changed?): " + "; ".join(problems)
             )
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
@@ -233,13 +264,14 @@ class ShortLoadErrors:
 def mismatch_problems(
     model: ESM1, state: dict[str, torch.Tensor], optional_missing: frozenset[str] = frozenset()
 ) -> list[str]:
-    """Why ``state`` does not fit ``model``: vocabulary, missing, unexpected and misshaped keys (empty if it fits)."""
+    """Why ``state`` does not fit ``model``: vocabulary, the config's sizes against the weights', then missing,
+    unexpected and misshaped keys (empty if it fits). The first entry is the first mismatch to report."""
     expected = model.state_dict()
     vocab, found = expected["embed_tokens.weight"].size(0), state.get("embed_tokens.weight")
     if found is not None and found.size(0) != vocab:
         return [f"vocabulary size mismatch: checkpoint embeds {found.size(0)} tokens, "
                 f"the {model_name(model)} alphabet has {vocab}"]
-    problems = []
+    problems = size_problems(model, state) if isinstance(model, ESM1) else []
     missing = sorted(expected.keys() - state.keys() - optional_missing)
     unexpected = sorted(state.keys() - expected.keys())
     misshaped = [
@@ -257,17 +289,37 @@ def mismatch_problems(
     return problems
 
 
+def size_problems(model: ESM1, state: dict[str, torch.Tensor]) -> list[str]:
+    """Where the model's config (layers, width, heads) disagrees with what the weights hold."""
+    problems = []
+    cfg, found = model.cfg, state.get("embed_tokens.weight")
+    if found is not None and found.dim() == 2 and found.size(1) != cfg.encoder_embed_dim:
+        problems.append(f"the config says embed_dim {cfg.encoder_embed_dim}, the weights have {found.size(1)}")
+    layers = {int(k.split(".")[1]) for k in state if k.startswith("layers.") and k.split(".")[1].isdigit()}
+    if layers and max(layers) + 1 != model.num_layers:
+        problems.append(f"the config says {model.num_layers} layers, the weights hold {max(layers) + 1}")
+    frequencies = state.get("layers.0.self_attn.rot_emb.inv_freq")  # rotary: head_dim / 2 of them
+    if (frequencies is not None and model.num_layers and frequencies.dim() == 1
+            and 2 * frequencies.numel() != model.layers[0].self_attn.head_dim):
+        heads = cfg.encoder_embed_dim // max(2 * frequencies.numel(), 1)
+        problems.append(f"the config says {cfg.encoder_attention_heads} attention heads, the weights' rotary "
+                        f"frequencies fit {heads}")
+    return problems
+
+
 def load_weights(
-    model: ESM1, state: dict[str, torch.Tensor], source: str, optional_missing: frozenset[str] = frozenset()
+    model: ESM1, state: dict[str, torch.Tensor], source: str, optional_missing: frozenset[str] = frozenset(),
+    regression_expected: bool = True,
 ) -> None:
     """``load_state_dict(strict)`` with errors that name the vocabulary, missing, unexpected and misshaped keys."""
     problems = mismatch_problems(model, state, optional_missing)
     if problems and problems[0].startswith("vocabulary size mismatch"):
         raise CheckpointError(f"{source}: {problems[0]}")
     if problems:
-        raise CheckpointError(f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems))
+        raise CheckpointError(f"{source} does not fit the {model_name(model)} model its config describes: "
+                              + "; ".join(problems))
     absent = model.state_dict().keys() - state.keys()
-    if absent:
+    if absent and regression_expected:
         warnings.warn(f"{source}: no contact regression weights; contact predictions are not calibrated")
     model.load_state_dict(state, strict=not absent)
 
@@ -279,9 +331,9 @@ def read_model(path: str | Path, allow_unsafe: bool = False) -> tuple[ESM1, Alph
 
 def model_of(contents: CheckpointContents, source: str) -> tuple[ESM1, Alphabet]:
     """(model in eval mode, alphabet) built from a checkpoint's contents; ``source`` names it in errors."""
-    alphabet = load_alphabet(contents.generation.name)
+    alphabet = load_alphabet(contents.generation.alphabet)
     model = ESM1(contents.config, alphabet, contents.generation)
-    load_weights(model, contents.state, source, contents.optional_missing)
+    load_weights(model, contents.state, source, contents.optional_missing, contents.regression_expected)
     return model.eval(), alphabet
 
 
@@ -292,11 +344,11 @@ def initialize_from_checkpoint(model: ESM1, path: str | Path, allow_unsafe: bool
         raise CheckpointError(
             f"{path} is an {contents.generation.name} checkpoint; it cannot initialise an {model.generation.name} model"
         )
-    load_weights(model, contents.state, str(path), contents.optional_missing)
+    load_weights(model, contents.state, str(path), contents.optional_missing, contents.regression_expected)
 
 
 def official_args(model: ESM1) -> argparse.Namespace:
-    """The ``args`` fair-esm reads: official arch name, prefixed sizes and the structural flags."""
+    """The settings fair-esm reads (``args``, or ESM-2's ``cfg["model"]``): arch name, prefixed sizes, flags."""
     generation, cfg = model.generation, model.cfg
     values = {generation.official_args_prefix + f: getattr(cfg, f"encoder_{f}") for f in SIZE_FIELDS}
     values.update(
@@ -309,20 +361,38 @@ def official_args(model: ESM1) -> argparse.Namespace:
     return argparse.Namespace(**values)
 
 
+def official_name_problem(generation: Generation, path: Path) -> Optional[str]:
+    """Why fair-esm would misread ``path`` for this generation (it picks the loader from the file name)."""
+    stem = path.stem
+    if path.suffix != ".pt":
+        return "use a .pt name"
+    if generation is ESM_2:
+        return None if stem.startswith("esm2") and "esm1v" not in stem else "an ESM-2 file name must start with esm2"
+    if stem.startswith("esm2") or "esm1v" in stem or "esm_if" in stem:
+        return "use a name that neither starts with esm2 nor contains esm1v / esm_if"
+    return None
+
+
 def export_official(model: ESM1, path: str | Path) -> tuple[Path, Path]:
-    """Write ``path`` and its ``-contact-regression.pt`` sibling in fair-esm's layout; returns both paths."""
+    """Write ``path`` and its ``-contact-regression.pt`` sibling in fair-esm's layout for the model's generation
+    (``args`` for ESM-1/ESM-1b, ``cfg`` for ESM-2); returns both paths."""
     path = Path(path)
-    if path.suffix != ".pt" or path.stem.startswith("esm2") or "esm1v" in path.stem or "esm_if" in path.stem:
-        raise ValueError(
-            f"{path.name}: fair-esm reads the file name; use a .pt name that neither starts with esm2 "
-            "nor contains esm1v / esm_if"
-        )
     generation = model.generation
+    problem = official_name_problem(generation, path)
+    if problem:
+        raise ValueError(f"{path.name}: fair-esm reads the file name; {problem}")
+    if generation.ffn_is_4x and model.cfg.encoder_ffn_embed_dim != 4 * model.cfg.encoder_embed_dim:
+        raise ValueError(f"{path.name}: fair-esm builds ESM-2 with a feed-forward width of 4 x embed_dim "
+                         f"({4 * model.cfg.encoder_embed_dim}); this model has {model.cfg.encoder_ffn_embed_dim}. "
+                         "Convert it to 'fairseq' or 'hf' instead")
     state = model.state_dict()
     body = {ours_to_official(k, generation): v for k, v in state.items() if not k.startswith("contact_head.")}
     regression = {k: v for k, v in state.items() if k.startswith("contact_head.")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"args": official_args(model), "model": body}, path)
+    if generation.official_layout == "cfg":
+        torch.save({"cfg": {"model": official_args(model)}, "model": body}, path)
+    else:
+        torch.save({"args": official_args(model), "model": body}, path)
     torch.save({"model": regression}, regression_path(path))
     return path, regression_path(path)
 

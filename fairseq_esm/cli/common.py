@@ -98,14 +98,16 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
 
 
 def add_checkpoint_args(parser: argparse.ArgumentParser, device: Optional[str] = None,
-                        threads_help: Optional[str] = None) -> None:
+                        threads_help: Optional[str] = None, several: Optional[str] = None) -> None:
     """``checkpoint`` plus ``--device`` (default ``device``, else cuda if available), ``--threads`` and
-    ``--allow-unsafe``: what loading a model needs."""
-    parser.add_argument(
-        "checkpoint",
-        help="checkpoint of fairseq-train --user-dir fairseq_esm, an official fair-esm .pt, "
-        "or a HuggingFace EsmForMaskedLM directory (needs transformers)",
-    )
+    ``--allow-unsafe``: what loading a model needs. With ``several`` (the help's sentence on what the tool does
+    with more than one), ``checkpoint`` takes one or more paths and is always a list."""
+    what = ("checkpoint of fairseq-train --user-dir fairseq_esm, an official fair-esm .pt, "
+            "or a HuggingFace EsmForMaskedLM directory (needs transformers)")
+    if several:
+        parser.add_argument("checkpoint", nargs="+", help=f"one or more: {what}; {several}")
+    else:
+        parser.add_argument("checkpoint", help=what)
     parser.add_argument("--device", default=device,
                         help=f"torch device (default: {device or 'cuda if available, else cpu'})")
     add_threads(parser, threads_help)
@@ -114,9 +116,9 @@ def add_checkpoint_args(parser: argparse.ArgumentParser, device: Optional[str] =
 
 
 def add_model_args(parser: argparse.ArgumentParser, max_tokens: int = 4096, device: Optional[str] = None,
-                   threads_help: Optional[str] = None) -> None:
+                   threads_help: Optional[str] = None, several: Optional[str] = None) -> None:
     """:func:`add_checkpoint_args` plus ``--max-tokens``: what running a model on proteins needs."""
-    add_checkpoint_args(parser, device, threads_help)
+    add_checkpoint_args(parser, device, threads_help, several)
     add_max_tokens(parser, max_tokens)
 
 

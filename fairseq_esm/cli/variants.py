@@ -7,6 +7,12 @@ The output is the input table, every row in its order, plus one column per strat
 position outside the sequence, wild-type residue mismatch, mutations further apart than the model's
 context) keep empty scores; repeated variants are scored and marked ``duplicate``. The counts, with
 examples, go to stderr; ``--rejected`` lists every row whose status is not ``ok``.
+
+Several checkpoints (``fairseq-esm-variants esm1v_t33_650M_UR90S_[1-5].pt …``, as ESM-1v scores variants) are
+scored one after the other, one model in memory at a time: each model's scores go to its own column per
+strategy (``masked_marginal_esm1v_t33_650M_UR90S_1`` …, named by the file stem) and the plain column
+(``masked_marginal``) holds their mean, the ensemble score; Spearman is printed per model and for the mean.
+The rows are checked once, against the smallest context of the models, so every model scores the same rows.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import argparse
 import csv
 import io
 import math
+import os
 import sys
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -29,14 +37,18 @@ if TYPE_CHECKING:
     from fairseq_esm.modules.alphabet import Alphabet
     from fairseq_esm.modules.esm1 import ESM1
 
-DESCRIPTION = "Zero-shot variant-effect scores of a mutation table against a wild-type protein."
+DESCRIPTION = ("Zero-shot variant-effect scores of a mutation table against a wild-type protein, by one model "
+               "or the mean of several (ESM-1v's five).")
 DEFAULT_SCORE_COL = "DMS_score"
+SEVERAL = ("several (ESM-1v's five, say) are loaded one at a time, so memory holds one model: each scores every "
+           "row into its own column per strategy (masked_marginal_<file stem>), and the plain column "
+           "(masked_marginal) is their mean, the ensemble score; all must share one alphabet")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: model, wild type, table and its columns, strategies, outputs."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-variants", description=DESCRIPTION)
-    add_model_args(parser)
+    add_model_args(parser, several=SEVERAL)
     wild_type = parser.add_mutually_exclusive_group(required=True)
     wild_type.add_argument("--sequence", help="wild-type protein sequence")
     wild_type.add_argument("--fasta", help="FASTA holding the wild type (one record, or pick it with --wt-id)")
@@ -167,22 +179,115 @@ def column_name(strategy: str) -> str:
     return strategy.replace("-", "_")
 
 
-def check_columns(args: argparse.Namespace, columns: list[str]) -> str | None:
-    """Fail on a missing or clashing column; return the measured-score column, if any."""
+def model_labels(checkpoints: Sequence[str]) -> list[str]:
+    """One name per checkpoint for its columns: the file stem (a directory's name), ``_2``, ``_3`` … where
+    names repeat."""
+    labels: list[str] = []
+    for checkpoint in checkpoints:
+        path = Path(os.path.abspath(checkpoint))  # not resolved: a link keeps the name the user gave it
+        stem = (path.name if path.is_dir() else path.stem) or "model"
+        label, n = stem, 2
+        while label in labels:
+            label, n = f"{stem}_{n}", n + 1
+        labels.append(label)
+    return labels
+
+
+def score_columns(strategies: Sequence[str], labels: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """Output column -> (strategy, model label, or None for the mean of all models), in output order: one
+    model gives the plain columns; several give per strategy the mean, then one column per model."""
+    if len(labels) == 1:
+        return {column_name(s): (s, labels[0]) for s in strategies}
+    columns: dict[str, tuple[str, str | None]] = {}
+    for strategy in strategies:
+        columns[column_name(strategy)] = (strategy, None)
+        columns.update({f"{column_name(strategy)}_{label}": (strategy, label) for label in labels})
+    return columns
+
+
+def check_columns(args: argparse.Namespace, columns: list[str], added: Sequence[str]) -> str | None:
+    """Fail on a missing column or one of the ``added`` score columns; return the measured-score column, if any."""
     need_column(columns, args.mutation_col, "--mutation-col", args.table)
     if args.score_col:
         need_column(columns, args.score_col, "--score-col", args.table)
-    clash = [c for c in [column_name(s) for s in args.scoring_strategy] + ["status", "note"] if c in columns]
+    clash = [c for c in [*added, "status", "note"] if c in columns]
     if clash:
         raise UsageError(f"{args.table}: already has column(s) {', '.join(clash)} that the output adds — rename them")
     return args.score_col or (DEFAULT_SCORE_COL if DEFAULT_SCORE_COL in columns else None)
 
 
 def annotate(rows: list[dict[str, str]], checks: list[RowCheck], scores: dict[str, list[float | None]]) -> None:
-    """Add the score columns, ``status`` and ``note`` to every row."""
+    """Add the score columns (output column -> one score per row), ``status`` and ``note`` to every row."""
     for i, (row, check) in enumerate(zip(rows, checks)):
         row.update(status=check.status, note=check.note)
-        row.update({column_name(s): "" if v[i] is None else f"{v[i]:.6f}" for s, v in scores.items()})
+        row.update({column: "" if v[i] is None else f"{v[i]:.6f}" for column, v in scores.items()})
+
+
+def mean_scores(columns: Sequence[list[float | None]]) -> list[float | None]:
+    """Per row, the mean of the models' scores (None where any model left the row unscored)."""
+    return [None if any(v is None for v in values) else math.fsum(values) / len(values)  # type: ignore[arg-type]
+            for values in zip(*columns)]
+
+
+def checkpoint_facts(path: str, allow_unsafe: bool) -> tuple[str, str, int]:
+    """(generation, alphabet name, max_positions) of a checkpoint, without building its model: a zip file's
+    tensors are mapped, not read; a HuggingFace directory is loaded (transformers reads it whole)."""
+    from fairseq_esm.checkpoints import load_model
+    from fairseq_esm.checkpoints.pt_files import checkpoint_contents, read_file
+
+    if Path(path).is_dir():
+        model, alphabet = load_model(path, "cpu", allow_unsafe)
+        return model.generation.name, alphabet.name, model.max_positions()
+    contents = checkpoint_contents(read_file(path, allow_unsafe, mmap=zipfile.is_zipfile(path)), path, allow_unsafe)
+    generation = contents.generation
+    # ESM-2 shares ESM-1b's alphabet (Generation.alphabet); a tree without ESM-2 names it after the generation
+    return generation.name, getattr(generation, "alphabet", generation.name), contents.config.max_positions
+
+
+def ensemble_context(checkpoints: Sequence[str], allow_unsafe: bool) -> int:
+    """Check that the checkpoints share one alphabet (before any is scored); the smallest of their contexts."""
+    facts = [checkpoint_facts(path, allow_unsafe) for path in checkpoints]
+    (first_generation, first_alphabet, _), first = facts[0], checkpoints[0]
+    for path, (generation, alphabet, _) in zip(checkpoints[1:], facts[1:]):
+        if alphabet != first_alphabet:
+            raise UsageError(
+                f"{path} is an {generation} model (alphabet {alphabet}) but {first} is {first_generation} "
+                f"(alphabet {first_alphabet}): the models of one ensemble must share one alphabet — score them in "
+                "separate runs")
+    return min(context for _, _, context in facts)
+
+
+def score_checkpoints(args: argparse.Namespace, wild_type: str, codes: list[str], labels: list[str]
+                      ) -> tuple[list[RowCheck], dict[str, dict[str, list[float | None]]]]:
+    """Load the checkpoints one at a time, check the rows once (against the smallest context of the models),
+    score every row with each model; returns the checks and model label -> strategy -> one score per row."""
+    from fairseq_esm.checkpoints import load_model, pick_device
+    from fairseq_esm.inference.variant_scoring import needs_one_window
+    from fairseq_esm.io.mutations import check_rows
+    from fairseq_esm.modules.batching import residue_budget
+
+    several = len(args.checkpoint) > 1
+    context = ensemble_context(args.checkpoint, args.allow_unsafe) if several else None
+    device = pick_device(args.device)
+    checks: list[RowCheck] | None = None
+    scores: dict[str, dict[str, list[float | None]]] = {}
+    for n, (path, label) in enumerate(zip(args.checkpoint, labels), start=1):
+        if several:
+            print(f"model {n} of {len(labels)}: {path} (columns *_{label})", file=sys.stderr)
+        model, alphabet = load_model(path, device, args.allow_unsafe)
+        if checks is None:
+            one_window = any(needs_one_window(s, args.multi_mutant) for s in args.scoring_strategy)
+            span = residue_budget(context or model.max_positions(), alphabet) if one_window else None
+            checks, report = check_rows(codes, wild_type, args.offset, span)
+            print(report.format(), file=sys.stderr)
+        scores[label] = score_rows(args, model, alphabet, wild_type, checks)
+        del model  # before the next one is loaded: memory holds one model
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+    assert checks is not None
+    return checks, scores
 
 
 def write_rejected(path: str, rows: list[dict[str, str]], mutation_col: str) -> None:
@@ -197,28 +302,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     apply_threads(args)
     args.scoring_strategy = list(dict.fromkeys(args.scoring_strategy))
+    labels = model_labels(args.checkpoint)
+    outputs = score_columns(args.scoring_strategy, labels)
     columns, rows, delimiter = read_table(args.table)
-    score_col = check_columns(args, columns)
+    score_col = check_columns(args, columns, list(outputs))
     wild_type = load_wild_type(args)
-    from fairseq_esm.checkpoints import load_model, pick_device
-    from fairseq_esm.inference.variant_scoring import needs_one_window
-    from fairseq_esm.io.mutations import check_rows
-    from fairseq_esm.modules.batching import residue_budget
-
-    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
-    one_window = any(needs_one_window(s, args.multi_mutant) for s in args.scoring_strategy)
-    max_span = residue_budget(model.max_positions(), alphabet) if one_window else None
-    checks, report = check_rows([row[args.mutation_col] or "" for row in rows], wild_type, args.offset, max_span)
-    print(report.format(), file=sys.stderr)
-    scores = score_rows(args, model, alphabet, wild_type, checks)
+    codes = [row[args.mutation_col] or "" for row in rows]
+    checks, per_model = score_checkpoints(args, wild_type, codes, labels)
+    scores = {column: per_model[label][strategy] if label is not None
+              else mean_scores([per_model[m][strategy] for m in labels])
+              for column, (strategy, label) in outputs.items()}
     annotate(rows, checks, scores)
-    write_table(args.out, columns + [column_name(s) for s in scores] + ["status", "note"], rows, delimiter)
+    write_table(args.out, columns + list(scores) + ["status", "note"], rows, delimiter)
     if args.rejected:
         write_rejected(args.rejected, rows, args.mutation_col)
     if score_col is None:
         print(f"no {DEFAULT_SCORE_COL} column (or --score-col): no Spearman correlation", file=sys.stderr)
-    for strategy, column in scores.items() if score_col else []:
-        print(spearman_line(strategy, column, [measured(row[score_col]) for row in rows], score_col), file=sys.stderr)
+    values = [measured(row[score_col]) for row in rows] if score_col else []
+    for column, (strategy, label) in outputs.items() if score_col else []:
+        name = strategy if len(labels) == 1 else f"{strategy} ({label or f'mean of {len(labels)} models'})"
+        print(spearman_line(name, scores[column], values, score_col), file=sys.stderr)
     if not any(c.variant is not None for c in checks):
         raise UsageError(f"{args.table}: no row could be scored — see the report above")
     return 0

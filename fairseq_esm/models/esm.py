@@ -1,4 +1,5 @@
-"""ESM-1b and ESM-1 registered with fairseq: the ``esm1b`` / ``esm1`` models, their configs and named archs.
+"""ESM-1b, ESM-1 and ESM-2 registered with fairseq: the ``esm1b`` / ``esm1`` / ``esm2`` models, their configs and
+named archs.
 
 The network is :class:`fairseq_esm.modules.esm1.ESM1`; the registered classes add fairseq's model interface
 (``build_model``, the task's alphabet check, ``--pretrained-checkpoint``) and keep its parameter names, so a
@@ -16,7 +17,7 @@ from fairseq.utils import safe_getattr
 from fairseq_esm.checkpoints.pt_files import ShortLoadErrors, initialize_from_checkpoint
 from fairseq_esm.modules.alphabet import Alphabet
 from fairseq_esm.modules.esm1 import ESM1
-from fairseq_esm.modules.generations import ESM_1, ESM_1B, NAMED_SIZES, Generation
+from fairseq_esm.modules.generations import ESM_1, ESM_1B, ESM_2, NAMED_SIZES, Generation
 
 
 @dataclass
@@ -52,6 +53,21 @@ class Esm1bConfig(EsmModelConfig):
 
 
 @dataclass
+class Esm2Config(EsmModelConfig):
+    token_dropout: bool = field(
+        default=True,
+        metadata={
+            "help": "zero <mask> embeddings and rescale by 0.88 / (1 - observed mask ratio); "
+            "on by default, the flag turns it off"
+        },
+    )
+    emb_layer_norm_before: bool = field(
+        default=False,
+        metadata={"help": "LayerNorm the embeddings before the first layer (not in ESM-2: off by default)"},
+    )
+
+
+@dataclass
 class Esm1Config(EsmModelConfig):
     encoder_layers: int = field(default=34, metadata={"help": "number of Transformer layers"})
     final_bias: bool = field(default=True, metadata={"help": "output projection bias; the flag turns it off"})
@@ -69,10 +85,11 @@ class EsmModel(ShortLoadErrors, ESM1, BaseFairseqModel):
     def build_model(cls, cfg: EsmModelConfig, task) -> "EsmModel":
         """fairseq entry point: check the task's alphabet, build, optionally load pretrained weights."""
         alphabet = task.source_dictionary
-        if getattr(alphabet, "name", None) != cls.generation.name:
+        wanted = cls.generation.alphabet
+        if getattr(alphabet, "name", None) != wanted:
             raise ValueError(
-                f"the {cls.generation.name} model needs the {cls.generation.name} alphabet, but the task uses "
-                f"{getattr(alphabet, 'name', type(alphabet).__name__)!r}; set --alphabet {cls.generation.name}"
+                f"the {cls.generation.name} model needs the {wanted} alphabet, but the task uses "
+                f"{getattr(alphabet, 'name', type(alphabet).__name__)!r}; set --alphabet {wanted}"
             )
         model = cls(cfg, alphabet)
         if cfg.pretrained_checkpoint:
@@ -92,6 +109,14 @@ class Esm1Model(EsmModel):
     """ESM-1: sinusoidal positions, scaled embeddings, learned attention bias key/value."""
 
     generation = ESM_1
+
+
+@register_model("esm2", dataclass=Esm2Config)
+class Esm2Model(EsmModel):
+    """ESM-2 (Lin et al. 2023): ESM-1b's pre-LN blocks and tied head with rotary positions, no embedding
+    LayerNorm before the first layer, token dropout."""
+
+    generation = ESM_2
 
 
 def _register_size(model_name: str, arch_name: str, sizes: tuple[int, int, int, int]) -> None:

@@ -1,4 +1,5 @@
-"""Multi-head self-attention with fairseq's parameter names and ESM-1's optional learned bias key/value."""
+"""Multi-head self-attention with fairseq's parameter names, ESM-1's optional learned bias key/value and ESM-2's
+rotary positions."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fairseq_esm.modules.rotary import RotaryEmbedding
+
 
 class SelfAttention(nn.Module):
-    """Batch-first multi-head self-attention; fused SDPA unless per-head weights are requested."""
+    """Batch-first multi-head self-attention; fused SDPA unless per-head weights are requested (rotary positions
+    rotate the queries and keys first, so they keep the fused path)."""
 
-    def __init__(self, embed_dim: int, num_heads: int, add_bias_kv: bool = False) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, add_bias_kv: bool = False, rotary: bool = False) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by {num_heads} heads")
@@ -28,6 +32,7 @@ class SelfAttention(nn.Module):
             self.bias_v = nn.Parameter(torch.zeros(1, 1, embed_dim))
         else:
             self.bias_k = self.bias_v = None
+        self.rot_emb = RotaryEmbedding(self.head_dim) if rotary else None
 
     def _heads(self, x: Tensor) -> Tensor:
         """(B, T, C) -> (B, H, T, D)."""
@@ -39,6 +44,8 @@ class SelfAttention(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
         """Queries, keys, values (B, H, T|S, D) and the keep-mask (B, 1, 1, S) or None."""
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        if self.rot_emb is not None:
+            q, k = self.rot_emb(q, k)
         keep = None if key_padding_mask is None else ~key_padding_mask
         if self.bias_k is not None:
             # the learned key/value is one extra, never-padded position at the end

@@ -1,9 +1,10 @@
-"""The ESM-1 / ESM-1b Transformer as a plain torch module (fair-esm's ``esm/model/esm1.py``).
+"""The ESM Transformer of every generation (ESM-1, ESM-1b, ESM-2) as a plain torch module.
 
-Parameter names equal fair-esm's ``esm.model.esm1.ProteinBertModel``, so a fair-esm state dict loads with
-``strict=True`` and outputs match fair-esm's to float32 rounding. What differs between the two generations is
-data (:mod:`fairseq_esm.modules.generations`), not branches on names. The fairseq plugin registers this module
-as the ``esm1b`` / ``esm1`` models (:mod:`fairseq_esm.models.esm`); checkpoints build it without fairseq.
+Parameter names equal fair-esm's (``esm.model.esm1.ProteinBertModel`` for ESM-1/ESM-1b, ``esm.model.esm2.ESM2``
+for ESM-2), so a fair-esm state dict loads with ``strict=True`` and outputs match fair-esm's to float32
+rounding. What differs between the generations is data (:mod:`fairseq_esm.modules.generations`), not branches
+on names. The fairseq plugin registers this module as the ``esm1b`` / ``esm1`` / ``esm2`` models
+(:mod:`fairseq_esm.models.esm`); checkpoints build it without fairseq.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class EsmConfig:
     max_positions: int = 1024
     #: zero <mask> embeddings and rescale by 0.88 / (1 - observed mask ratio)
     token_dropout: bool = False
-    #: ESM-1b: LayerNorm the embeddings before the first layer
+    #: ESM-1b: LayerNorm the embeddings before the first layer (ESM-2 has none)
     emb_layer_norm_before: bool = True
     #: ESM-1: bias of the free output projection
     final_bias: bool = True
@@ -60,7 +61,7 @@ def init_esm_params(module: nn.Module) -> None:
 
 
 class ESM1(nn.Module):
-    """The ESM Transformer of one :class:`Generation` (ESM-1b or ESM-1) with ``cfg``'s sizes."""
+    """The ESM Transformer of one :class:`Generation` (ESM-1b, ESM-1 or ESM-2) with ``cfg``'s sizes."""
 
     def __init__(self, cfg: Any, alphabet: Alphabet, generation: Generation) -> None:
         super().__init__()
@@ -72,13 +73,15 @@ class ESM1(nn.Module):
         dim, eps, num_layers = cfg.encoder_embed_dim, self.generation.layer_norm_eps, cfg.encoder_layers
         self.embed_scale = math.sqrt(dim) if self.generation.scale_embeddings else 1.0
         self.embed_tokens = nn.Embedding(len(alphabet), dim, padding_idx=self.padding_idx)
+        positions = self.generation.positions
         self.embed_positions = (
-            LearnedPositionalEmbedding(cfg.max_positions, dim, self.padding_idx)
-            if self.generation.learned_positions
-            else SinusoidalPositionalEmbedding(dim, self.padding_idx)
+            LearnedPositionalEmbedding(cfg.max_positions, dim, self.padding_idx) if positions == "learned"
+            else SinusoidalPositionalEmbedding(dim, self.padding_idx) if positions == "sinusoidal"
+            else None  # rotary: inside every attention
         )
         self.layers = nn.ModuleList(
-            TransformerLayer(dim, cfg.encoder_ffn_embed_dim, cfg.encoder_attention_heads, self.generation.add_bias_kv, eps)
+            TransformerLayer(dim, cfg.encoder_ffn_embed_dim, cfg.encoder_attention_heads, self.generation.add_bias_kv,
+                             eps, rotary=positions == "rotary")
             for _ in range(num_layers)
         )
         self.contact_head = ContactPredictionHead(
@@ -125,7 +128,8 @@ class ESM1(nn.Module):
         x = self.embed_scale * self.embed_tokens(tokens)
         if self.token_dropout:
             x = token_dropout(x, tokens, self.mask_idx, padding_mask)
-        x = x + self.embed_positions(tokens)
+        if self.embed_positions is not None:
+            x = x + self.embed_positions(tokens)
         if self.emb_layer_norm_before is not None:
             x = self.emb_layer_norm_before(x)
         if self.generation.zero_padding_embeddings:

@@ -1,4 +1,4 @@
-"""The pre-LayerNorm Transformer block shared by ESM-1 and ESM-1b."""
+"""The pre-LayerNorm Transformer block shared by ESM-1, ESM-1b and ESM-2."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ class TransformerLayer(nn.Module):
     """x + Attn(LN(x)), then x + FFN(LN(x)) with exact (erf) GELU; fairseq parameter names."""
 
     def __init__(
-        self, embed_dim: int, ffn_embed_dim: int, attention_heads: int, add_bias_kv: bool, layer_norm_eps: float
+        self, embed_dim: int, ffn_embed_dim: int, attention_heads: int, add_bias_kv: bool, layer_norm_eps: float,
+        rotary: bool = False,
     ) -> None:
         super().__init__()
-        self.self_attn = SelfAttention(embed_dim, attention_heads, add_bias_kv=add_bias_kv)
+        self.self_attn = SelfAttention(embed_dim, attention_heads, add_bias_kv=add_bias_kv, rotary=rotary)
         self.self_attn_layer_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
         self.fc1 = nn.Linear(embed_dim, ffn_embed_dim)
         self.fc2 = nn.Linear(ffn_embed_dim, embed_dim)

@@ -28,7 +28,13 @@ from omegaconf import OmegaConf
 
 import fairseq_esm.tasks.protein_mlm  # noqa: F401  (registers protein_mlm, which the config names)
 from fairseq_esm import criterions  # noqa: F401  (registers esm_masked_lm, which the config names)
-from fairseq_esm.checkpoints.pt_files import checkpoint_contents, is_official_layout, model_of, read_file
+from fairseq_esm.checkpoints.pt_files import (
+    checkpoint_contents,
+    is_official_cfg_layout,
+    is_official_layout,
+    model_of,
+    read_file,
+)
 from fairseq_esm.modules.esm1 import ESM1
 from fairseq_esm.modules.generations import OFFICIAL_ARCHS, arch_name
 
@@ -38,7 +44,7 @@ UNSET_DATA = "???"
 
 
 def model_arch(model: ESM1) -> str:
-    """The named ``--arch`` with exactly this model's sizes, else the generic model name (``esm1b`` / ``esm1``)."""
+    """The named ``--arch`` with exactly this model's sizes, else the generic model name (``esm1b`` / ``esm2`` …)."""
     sizes = (model.num_layers, model.cfg.encoder_embed_dim, model.cfg.encoder_ffn_embed_dim,
              model.cfg.encoder_attention_heads)
     return arch_name(model.generation, sizes)
@@ -59,7 +65,7 @@ def model_section(model: ESM1) -> dict[str, Any]:
 
 def fairseq_config(model: ESM1, data: Optional[str] = None) -> dict[str, Any]:
     """The full config (all fairseq sections) ``fairseq-train`` would store for this model, as plain containers."""
-    argv = [data or UNSET_DATA, "--task", "protein_mlm", "--alphabet", model.generation.name,
+    argv = [data or UNSET_DATA, "--task", "protein_mlm", "--alphabet", model.generation.alphabet,
             "--criterion", "esm_masked_lm", "--arch", model_arch(model), "--max-positions", str(model.max_positions())]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Hydra's deprecation notices on every namespace -> omegaconf conversion
@@ -94,9 +100,10 @@ def save_fairseq_checkpoint(model: ESM1, path: str | Path, data: Optional[str] =
 
 
 def is_esm_release(data: Any) -> bool:
-    """An official fair-esm file: the release layout with an ESM arch, or without the optimizer history every
-    fairseq checkpoint has (a legacy fairseq checkpoint of another model, ``args`` and all, stays fairseq's)."""
-    return is_official_layout(data) and (
+    """An official fair-esm file: the ESM-2 release layout, or the ESM-1/ESM-1b one with an ESM arch or without
+    the optimizer history every fairseq checkpoint has (a legacy fairseq checkpoint of another model, ``args``
+    and all, stays fairseq's)."""
+    return is_official_cfg_layout(data) or is_official_layout(data) and (
         getattr(data["args"], "arch", None) in OFFICIAL_ARCHS or "optimizer_history" not in data
     )
 

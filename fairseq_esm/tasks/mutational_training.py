@@ -33,7 +33,7 @@ def write_start(model: ESM1, path: str | Path) -> StartModel:
     """Write ``model`` as a fairseq checkpoint at ``path``, to start every run from."""
     checkpoint = save_fairseq_checkpoint(model, path)
     config = {**model_section(model), "pretrained_checkpoint": str(checkpoint)}
-    return StartModel(checkpoint, model_arch(model), model.generation.name, config)
+    return StartModel(checkpoint, model_arch(model), model.generation.alphabet, config)
 
 
 def train_argv(start: StartModel, data: str | Path, save_dir: str | Path, settings: Optimisation,
