@@ -3,10 +3,11 @@
 # UR100 / UR50/S / UR50/D / 10%-of-UR50/S training sets (MMseqs2), then the language models of
 # Table 1 trained on them and scored on the same held-out clusters:
 #   unigram, best n-gram (tuned on valid), untrained Transformer, BiLSTM (ELMo style),
-#   ESM-1b small and larger on UR50/S, ESM-1b small on UR100, UR50/D and 10% of UR50/S.
+#   ESM-1b small and larger on UR50/S, ESM-1b small on UR100, UR50/D and 10% of UR50/S, and an ESM-2 of the
+#   small ESM-1b's shape on UR50/S (the two generations on the same held-out clusters).
 # Every neural model gets the same updates, token budget, crop length and learning-rate schedule.
 # Runs on a GPU when torch sees one.
-# Knobs (environment): OUT, INPUT, MAX_UPDATE, MAX_TOKENS, MAX_POSITIONS, SMALL, LARGE, LSTM, SEED, WORKERS.
+# Knobs (environment): OUT, INPUT, MAX_UPDATE, MAX_TOKENS, MAX_POSITIONS, SMALL, LARGE, LSTM, ESM2, SEED, WORKERS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ MAX_POSITIONS=${MAX_POSITIONS:-512}
 SMALL=${SMALL:-esm1b_t4_1M}
 LARGE=${LARGE:-esm1b_t6_3M}
 LSTM=${LSTM:-bilstm_t2_1M}
+ESM2=${ESM2:-esm2_t4_1M}
 SEED=${SEED:-1}
 WORKERS=${WORKERS:-2}
 SPLITS="$OUT/splits"
@@ -52,6 +54,7 @@ train lstm_ur50s ur50s "$LSTM" bidirectional_lm
 train esm_small_ur100 ur100 "$SMALL" esm_masked_lm
 train esm_small_ur50d ur50d "$SMALL" esm_masked_lm --cluster-sampling
 train esm_small_ur50s_10pct ur50s_10pct "$SMALL" esm_masked_lm
+train esm2_small_ur50s ur50s "$ESM2" esm_masked_lm
 
 echo "== 4/4 score every model on the held-out clusters (same masks for every masked model)"
 ckpt() { echo "$OUT/checkpoints/$1/checkpoint_best.pt"; }
@@ -64,6 +67,7 @@ fairseq-esm-lm-table "$SPLITS/ur50s/data-bin" --subset heldout --seed "$SEED" --
   --model "Transformer $SMALL, UR100=$(ckpt esm_small_ur100)" \
   --model "Transformer $SMALL, UR50/D=$(ckpt esm_small_ur50d)" \
   --model "Transformer $SMALL, 10% of UR50/S=$(ckpt esm_small_ur50s_10pct)" \
+  --model "ESM-2 Transformer $ESM2, UR50/S=$(ckpt esm2_small_ur50s)" \
   --paper "n-gram=17.18 (context 4)" --paper "BiLSTM $LSTM, UR50/S=14.4 (small LSTM, 28.4M)" \
   --paper "Transformer $SMALL, UR50/S=11.79 (6 layers, 42.6M)" \
   --paper "Transformer $LARGE, UR50/S=10.45 (12 layers, 85.1M)" \

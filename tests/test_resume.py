@@ -243,3 +243,28 @@ def test_mid_epoch_position_skips_exactly_the_batches_already_trained(layouts, t
         assert same_batches(rest[epoch + 1], epochs_from(cfg, 1, epoch + 1)[epoch + 1])
         ids = torch.cat([b["id"] for b in whole[:5] + rest[epoch]])
         assert sorted(ids.tolist()) == list(range(TRAIN_PROTEINS))  # neither repeats nor skips a protein
+
+
+def test_esm2_with_cluster_sampling_stops_and_continues_exactly(layouts, tmp_path):
+    """ESM-2 trains through the same task, criterion and checkpoints: stopped in epoch 2 of a UR50/D run and
+    rerun, it logs and ends exactly as the uninterrupted run (weights, iterator position)."""
+    data, *sampling = layouts["cluster_sampling"]
+
+    def esm2(save: Path, max_update: int) -> list[str]:
+        return ["fairseq-train", *train_args(Path(data), save, *SCHEDULE, *sampling, "--arch", "esm2_t4_1M",
+                                             "--max-update", str(max_update))]
+
+    full = tmp_path / "full"
+    reference = records(run(esm2(full, 16)))
+    assert sorted(reference) == list(range(1, 17))
+    assert checkpoint(full / "checkpoint_last.pt")["cfg"]["model"]["_name"] == "esm2_t4_1M"
+    save = tmp_path / "ckpt"
+    first = records(run(esm2(save, 8)))  # 97 clusters, max-tokens 1024: epoch 2 starts within 8 updates
+    assert first == {u: r for u, r in reference.items() if u <= 8}
+    assert checkpoint(save / "checkpoint_last.pt")["extra_state"]["train_iterator"]["epoch"] == 2
+    resumed = run(esm2(save, 16))
+    assert "@ 8 updates)" in resumed.split("Loaded checkpoint", 1)[1].splitlines()[0]
+    assert records(resumed) == {u: r for u, r in reference.items() if u > 8}
+    finished, expected = checkpoint(save / "checkpoint_last.pt"), checkpoint(full / "checkpoint_last.pt")
+    assert all(torch.equal(finished["model"][k], expected["model"][k]) for k in expected["model"])
+    assert finished["extra_state"]["train_iterator"] == expected["extra_state"]["train_iterator"]
