@@ -2,12 +2,14 @@
 
     python benchmarks/extract_speed.py [--count 300] [--max-length 1022] [--toks-per-batch 4096]
                                        [--device cpu|cuda] [--threads N] [--repeats 3]
+                                       [--generations esm1b,esm2]
 
-The weights are a randomly initialised ESM-1b of 6 layers x 320 dims (arch ``esm1b_t6_8M``, 7.8M
-parameters) written in fair-esm's release layout, so both sides load the same file. Both loops keep
-the results in memory and write nothing: fair-esm's is its ``esm/scripts/extract.py`` (FastaBatchedDataset,
-get_batch_indices, its batch converter, forward with repr_layers, per-protein ``per_tok`` and ``mean``
-clones); ours is :func:`fairseq_esm.inference.extract.extract_representations` with the same layers and
+The weights are a randomly initialised model of 6 layers x 320 dims, per generation: ESM-1b (arch
+``esm1b_t6_8M``, 7.8M parameters) and ESM-2 (``esm2_t6_8M_UR50D``, 7.5M; rotary positions), each written
+in fair-esm's release layout, so both sides load the same file (fair-esm runs its ``ESM2`` class for ESM-2).
+Both loops keep the results in memory and write nothing: fair-esm's is its ``esm/scripts/extract.py``
+(FastaBatchedDataset, get_batch_indices, its batch converter, forward with repr_layers, per-protein ``per_tok``
+and ``mean`` clones); ours is :func:`fairseq_esm.inference.extract.extract_representations` with the same layers and
 ``include``. The two alternate ``--repeats`` times in this one run (no separate warm-up: the median
 absorbs a slow first run); the mean representations of the two are compared.
 """
@@ -49,16 +51,22 @@ def proteins(count: int, max_length: int) -> list[tuple[str, str]]:
     return [r for r in read_fasta(str(SAMPLE)) if len(r[1]) <= max_length][:count]
 
 
-def official_weights(path: Path) -> Path:
-    """A randomly initialised esm1b_t6_8M, exported in fair-esm's release layout (+ contact regression)."""
+#: the randomly initialised model of each generation, and the file name fair-esm reads as that generation
+WEIGHTS = {"esm1b": "esm1b_t6_8M_random.pt", "esm2": "esm2_t6_8M_random.pt"}
+
+
+def official_weights(path: Path, generation: str = "esm1b") -> Path:
+    """A randomly initialised 6-layer, 320-dim model of ``generation``, exported in fair-esm's release layout
+    (+ contact regression)."""
     from fairseq_esm.checkpoints.pt_files import export_official
-    from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+    from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel, Esm2Config, Esm2Model
     from fairseq_esm.modules.alphabet import esm1b_alphabet
 
+    kind, make_config = {"esm1b": (Esm1bModel, Esm1bConfig), "esm2": (Esm2Model, Esm2Config)}[generation]
     torch.manual_seed(0)
-    config = Esm1bConfig(encoder_layers=6, encoder_embed_dim=320, encoder_ffn_embed_dim=1280,
+    config = make_config(encoder_layers=6, encoder_embed_dim=320, encoder_ffn_embed_dim=1280,
                          encoder_attention_heads=20, max_positions=1024)
-    export_official(Esm1bModel(config, esm1b_alphabet()), path)
+    export_official(kind(config, esm1b_alphabet()), path)
     return path
 
 
@@ -124,7 +132,7 @@ def timed(run: Callable[[], dict], device: torch.device) -> tuple[float, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Alternate the two loops ``--repeats`` times; print residues/s of each and the ratio."""
+    """Per generation, alternate the two loops ``--repeats`` times; print residues/s of each and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=300, help="proteins (default %(default)s)")
     parser.add_argument("--max-length", type=int, default=1022, help="longest protein taken, in residues")
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--generations", default="esm1b,esm2", help="comma-separated: esm1b, esm2")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,26 +150,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine(device)}")
     longest = max(len(seq) for _, seq in records)
     print(f"{len(records)} proteins ({residues:,} residues, longest {longest}) from {SAMPLE.name}; "
-          f"esm1b_t6_8M random weights; layer {LAYERS[0]}, per_tok + mean, toks_per_batch {args.toks_per_batch}, "
+          f"6 x 320 random weights; layer {LAYERS[0]}, per_tok + mean, toks_per_batch {args.toks_per_batch}, "
           f"device {device}, nothing written; median of {args.repeats} alternating runs")
-    with tempfile.TemporaryDirectory(prefix="extract_speed_") as tmp:
-        path = official_weights(Path(tmp) / "esm1b_t6_8M_random.pt")
-        loops = {"fair-esm esm-extract loop": fair_esm_loop(path, records, args.toks_per_batch, device),
-                 "fairseq-esm extract_representations": our_loop(path, records, args.toks_per_batch, device)}
-        times: dict[str, list[float]] = {name: [] for name in loops}
-        outputs: dict[str, dict] = {}
-        for _ in range(args.repeats):
-            for name, run in loops.items():
-                seconds, outputs[name] = timed(run, device)
-                times[name].append(seconds)
-    theirs, ours = outputs.values()
-    diff = max((theirs[k].float() - ours[k].float()).abs().max().item() for k in theirs)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    for name, seconds in medians.items():
-        print(f"{name:40s} {seconds:8.3f} s  {residues / seconds:10,.0f} residues/s   (runs: "
-              f"{', '.join(f'{t:.3f}' for t in times[name])})")
-    base, mine = medians.values()
-    print(f"ours / fair-esm speed: {base / mine:.2f}x; max |mean representation difference| {diff:.2e}")
+    for generation in args.generations.split(","):
+        with tempfile.TemporaryDirectory(prefix="extract_speed_") as tmp:
+            path = official_weights(Path(tmp) / WEIGHTS[generation], generation)
+            loops = {f"fair-esm esm-extract loop ({generation})": fair_esm_loop(path, records, args.toks_per_batch,
+                                                                                device),
+                     f"fairseq-esm extract_representations ({generation})": our_loop(path, records,
+                                                                                      args.toks_per_batch, device)}
+            times: dict[str, list[float]] = {name: [] for name in loops}
+            outputs: dict[str, dict] = {}
+            for _ in range(args.repeats):
+                for name, run in loops.items():
+                    seconds, outputs[name] = timed(run, device)
+                    times[name].append(seconds)
+        theirs, ours = outputs.values()
+        diff = max((theirs[k].float() - ours[k].float()).abs().max().item() for k in theirs)
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        for name, seconds in medians.items():
+            print(f"{name:46s} {seconds:8.3f} s  {residues / seconds:10,.0f} residues/s   (runs: "
+                  f"{', '.join(f'{t:.3f}' for t in times[name])})")
+        base, mine = medians.values()
+        print(f"{generation}: ours / fair-esm speed: {base / mine:.2f}x; max |mean representation difference| "
+              f"{diff:.2e}")
     return 0
 
 

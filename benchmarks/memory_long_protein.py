@@ -1,11 +1,11 @@
-"""Memory of a 4,000-residue protein through the ESM-1b 33-layer, 1280-dim shape on CPU, embeddings only.
+"""Memory of a 4,000-residue protein through the 33-layer, 1280-dim shape on CPU, embeddings only.
 
-    python benchmarks/memory_long_protein.py [--residues 4000] [--threads N]
+    python benchmarks/memory_long_protein.py [--residues 4000] [--threads N] [--generation esm1b|esm2]
 
 The protein is real sequence: sample proteins (examples/data/uniprot_sample.fasta.gz) concatenated in
-file order and cut to ``--residues``. The model is a randomly initialised ESM-1b of the 650M shape
-(33 layers, d=1280, ffn 5120, 20 heads) with ``max_positions = residues + 2``, so the whole protein is
-one window (no cropping or windowing). One forward in inference mode asks for the last layer's
+file order and cut to ``--residues``. The model is a randomly initialised ESM-1b (or ESM-2, rotary positions)
+of the 650M shape (33 layers, d=1280, ffn 5120, 20 heads) with ``max_positions = residues + 2``, so the whole
+protein is one window (no cropping or windowing). One forward in inference mode asks for the last layer's
 representation and no attention maps. Reported: wall time, resident memory (``resource.getrusage``
 peak, ``/proc/self/statm`` current) before and after, the SDPA kernels the profiler saw in that
 forward, and what materialised attention would need. A second check runs one layer on a padded
@@ -55,16 +55,17 @@ def current_gib() -> float:
     return pages * resource.getpagesize() / GIB
 
 
-def build(max_positions: int):
-    """Random ESM-1b of the 33-layer 1280-dim shape, eval mode."""
-    from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+def build(max_positions: int, generation: str = "esm1b"):
+    """Random ESM-1b or ESM-2 of the 33-layer 1280-dim shape, eval mode."""
+    from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel, Esm2Config, Esm2Model
     from fairseq_esm.modules.alphabet import esm1b_alphabet
 
+    kind, make_config = {"esm1b": (Esm1bModel, Esm1bConfig), "esm2": (Esm2Model, Esm2Config)}[generation]
     layers, dim, ffn, heads = SHAPE
     torch.manual_seed(0)
-    config = Esm1bConfig(encoder_layers=layers, encoder_embed_dim=dim, encoder_ffn_embed_dim=ffn,
+    config = make_config(encoder_layers=layers, encoder_embed_dim=dim, encoder_ffn_embed_dim=ffn,
                          encoder_attention_heads=heads, max_positions=max_positions)
-    return Esm1bModel(config, esm1b_alphabet()).eval()
+    return kind(config, esm1b_alphabet()).eval()
 
 
 def sdpa_kernels(profiler) -> dict[str, int]:
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--residues", type=int, default=4000)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--generation", choices=("esm1b", "esm2"), default="esm1b")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     length = tokens.size(1)
     print(f"machine: {machine(torch.device('cpu'))}")
     start, base = time.perf_counter(), current_gib()
-    model = build(length)
+    model = build(length, args.generation)
     params = sum(p.numel() for p in model.parameters())
-    print(f"ESM-1b {SHAPE} random weights, {params / 1e6:.0f}M parameters ({params * 4 / GIB:.2f} GiB fp32), "
+    print(f"{args.generation} {SHAPE} random weights, {params / 1e6:.0f}M parameters ({params * 4 / GIB:.2f} GiB "
+          f"fp32), "
           f"max_positions {length}: the {args.residues}-residue protein ({length} tokens) is one window, "
           f"no windowing; built in {time.perf_counter() - start:.0f} s")
     before_peak, before_now = peak_gib(), current_gib()

@@ -1,4 +1,5 @@
-"""The attention fast paths agree with the slow ones on real proteins, and the fused kernel is what runs.
+"""The attention fast paths agree with the slow ones on real proteins, and the fused kernel is what runs, for
+ESM-1b and for ESM-2 (whose rotary positions are applied to queries and keys before the fused kernel).
 
 SDPA without a mask (a batch with no padding), SDPA with our key-padding mask, and the written-out
 softmax (taken when attention maps are requested) must give the same representations; bf16 autocast
@@ -12,20 +13,22 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel, Esm2Config, Esm2Model
 from fairseq_esm.modules.alphabet import esm1b_alphabet
 from fairseq_esm.modules.attention import SelfAttention
 
 EXACT, BF16_LOGPROB = 1e-5, 0.02
 
 
-@pytest.fixture(scope="module")
-def model() -> Esm1bModel:
-    """A random 3-layer ESM-1b (d=64, 4 heads) in eval mode."""
+@pytest.fixture(scope="module", params=["esm1b", "esm2"])
+def model(request) -> Esm1bModel:
+    """A random 3-layer ESM-1b or ESM-2 (rotary positions; d=64, 4 heads) in eval mode."""
     torch.manual_seed(0)
-    config = Esm1bConfig(encoder_layers=3, encoder_embed_dim=64, encoder_ffn_embed_dim=128,
-                         encoder_attention_heads=4, max_positions=256)
-    return Esm1bModel(config, esm1b_alphabet()).eval()
+    kind, config = {"esm1b": (Esm1bModel, Esm1bConfig), "esm2": (Esm2Model, Esm2Config)}[request.param]
+    ffn = 128 if request.param == "esm1b" else 256  # ESM-2: 4 x dim
+    sizes = config(encoder_layers=3, encoder_embed_dim=64, encoder_ffn_embed_dim=ffn, encoder_attention_heads=4,
+                   max_positions=256)
+    return kind(sizes, esm1b_alphabet()).eval()
 
 
 def tokens(proteins: list[str]) -> torch.Tensor:
