@@ -129,7 +129,7 @@ def precision_table(chains: Sequence[ChainStructure], maps: Sequence[np.ndarray]
 
 def run_fit(args: argparse.Namespace) -> int:
     """``fit``: the regression on the structures' attention features; its training-set precision."""
-    from fairseq_esm.checkpoints.pt_files import export_official
+    from fairseq_esm.checkpoints.pt_files import export_official, official_name_problem
     from fairseq_esm.inference.contacts import (
         attention_features,
         fit_pairs,
@@ -141,6 +141,12 @@ def run_fit(args: argparse.Namespace) -> int:
     from fairseq_esm.modules.batching import residue_budget
 
     model, alphabet = load_contact_model(args, uses_regression=False)
+    # fair-esm picks its loader from the file name (ESM-2 files start with esm2): refuse a misread name now,
+    # not after the fit
+    problem = args.write_checkpoint and official_name_problem(model.generation, Path(args.write_checkpoint))
+    if problem:
+        raise UsageError(f"--write-checkpoint {args.write_checkpoint}: fair-esm reads the file name of a "
+                         f"{model.generation.name} model; {problem}")
     chains = load_chains(args.structures, args.chain, residue_budget(model.max_positions(), alphabet))
     rows = [pair_samples(attention_features(model, alphabet, c.sequence), c.contacts(), c.resolved,
                          args.min_separation) for c in chains]

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="where to write: a .pt file for --to fairseq / official, a directory for --to hf")
     parser.add_argument("--to", required=True, choices=("fairseq", "official", "hf"),
                         help="fairseq: checkpoint for fairseq-validate / --finetune-from-model; official: fair-esm "
-                        ".pt + -contact-regression.pt; hf: EsmForMaskedLM directory with tokenizer (ESM-1b only)")
+                        ".pt + -contact-regression.pt; hf: EsmForMaskedLM directory with tokenizer (ESM-1b and ESM-2)")
     parser.add_argument("--data", help="--to fairseq: data-bin directory stored as the task's data "
                         "(default: unset; fairseq-validate DATA supplies it)")
     parser.add_argument("--allow-unsafe", action="store_true",

@@ -39,9 +39,10 @@ class Backbone(nn.Module):
     def __init__(self, cfg: BackboneConfig, alphabet_name: str) -> None:
         super().__init__()
         model, alphabet = load_model(cfg.pretrained_checkpoint)
-        if alphabet.name != alphabet_name:
-            raise CheckpointError(f"{cfg.pretrained_checkpoint} is an {alphabet.name} model but the task uses the "
-                                  f"{alphabet_name} alphabet; set --alphabet {alphabet.name}")
+        wanted = model.generation.alphabet  # ESM-2 shares ESM-1b's alphabet
+        if wanted != alphabet_name:
+            raise CheckpointError(f"{cfg.pretrained_checkpoint} is an {model.generation.name} model (the {wanted} "
+                                  f"alphabet) but the task uses the {alphabet_name} alphabet; set --alphabet {wanted}")
         if cfg.untrained_backbone:
             model = untrained_like(model, alphabet, cfg.backbone_seed)
         layer = model.num_layers if cfg.representation_layer == -1 else cfg.representation_layer

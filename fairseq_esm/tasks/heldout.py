@@ -58,7 +58,8 @@ def load_checkpoint(path: str, data: str, seed: int):
 def build_untrained(arch: str, data: str, seed: int, criterion: str = "esm_masked_lm", extra: list[str] = ()):
     """A randomly initialised ``arch`` (fairseq's own init, seeded) with the ``protein_mlm`` task."""
     if arch not in ARCH_MODEL_REGISTRY:
-        ours = sorted(a for a in ARCH_MODEL_REGISTRY if a.startswith(("esm1", "bilstm")))
+        ours = sorted(a for a, model in ARCH_MODEL_REGISTRY.items()  # the language models: ESM generations, BiLSTM
+                      if hasattr(model, "generation") or a.startswith("bilstm"))
         raise CheckpointError(f"unknown --arch {arch!r}; this plugin's: {', '.join(ours)}")
     parser = options.get_training_parser()
     argv = [data, "--user-dir", USER_DIR, "--task", "protein_mlm",
