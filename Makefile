@@ -55,7 +55,7 @@ bench-scale: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/scale.py --sizes $(SCALE_SIZES)
 
 bench-train: env
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/train_speed.py --sizes small --repeats 3 --fairseq-train
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/train_speed.py --sizes small --repeats 3 --fairseq-train --generations esm1b,esm2
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,13 +1,19 @@
-"""Training-step speed: our ESM-1b against HuggingFace ``EsmForMaskedLM`` (sdpa) and fair-esm, same weights.
+"""Training-step speed: our ESM-1b / ESM-2 against HuggingFace ``EsmForMaskedLM`` (sdpa) and fair-esm, same weights.
 
     python benchmarks/train_speed.py [--sizes small,medium] [--shapes 8x256,1x1000] [--threads N]
                                      [--repeats 5] [--device cpu|cuda] [--dtype fp32|bf16]
                                      [--realistic-count 48] [--max-tokens 4096] [--fairseq-train]
+                                     [--generations esm1b,esm2]
+
+``--generations`` (default ``esm1b``): ESM-1b rows compare with HF's absolute-position ESM and fair-esm's
+``ProteinBertModel``; ESM-2 rows (rotary positions, ffn 4 x dim as the released ESM-2) with HF's rotary
+``EsmForMaskedLM`` and fair-esm's ``ESM2``, on the same batches.
 
 One step = forward + backward + Adam step, mean cross-entropy at 15% masked residue positions
 (replaced by ``<mask>``; the same positions for all three). The three models start from the same
 random weights (ours, exported to fair-esm's release layout and to EsmForMaskedLM with
-``fairseq_esm.checkpoints.huggingface``; their initial losses are printed to show it), each with its own Adam, in one loop:
+``fairseq_esm.checkpoints.huggingface``; their initial losses are printed to show it), each with its own Adam,
+in one loop:
 ours computes the LM head at the masked positions only (``masked_tokens``, as the ``esm_masked_lm``
 criterion does), fair-esm and HF over every position (HF through ``labels=``, as its users train).
 small = 6 layers, d=320, 20 heads (the issue's anchor); medium = 12 layers, d=480, 20 heads
@@ -42,6 +48,7 @@ from extract_speed import SAMPLE, machine  # noqa: E402
 
 SIZES = {"small": (6, 320, 1280, 20), "medium": (12, 480, 1920, 20)}
 ARCH = {"small": "esm1b_t6_8M", "medium": "esm1b_t12_34M"}
+ESM2_ARCH = {"small": "esm2_t6_8M_UR50D", "medium": "esm2_t12_35M_UR50D"}
 MASK_PROB, MAX_RESIDUES = 0.15, 1022
 FAIRSEQ_PROTEINS = 400  # enough that --fairseq-updates stay inside epoch 1 (no epoch set-up in the timing)
 Batch = tuple[torch.Tensor, torch.Tensor]  # tokens (B, T), masked positions (B, T)
@@ -103,20 +110,21 @@ def padding_fraction(batches: list[Batch]) -> float:
     return sum(int(t.eq(pad).sum()) for t, _ in batches) / sum(t.numel() for t, _ in batches)
 
 
-def build_ours(size: str):
-    """A randomly initialised ESM-1b (seed 0) of the named size, max_positions 1024."""
-    from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel
+def build_ours(size: str, generation: str = "esm1b"):
+    """A randomly initialised ESM-1b or ESM-2 (seed 0) of the named size, max_positions 1024."""
+    from fairseq_esm.models.esm import Esm1bConfig, Esm1bModel, Esm2Config, Esm2Model
     from fairseq_esm.modules.alphabet import esm1b_alphabet
 
+    kind, make_config = {"esm1b": (Esm1bModel, Esm1bConfig), "esm2": (Esm2Model, Esm2Config)}[generation]
     layers, dim, ffn, heads = SIZES[size]
     torch.manual_seed(0)
-    config = Esm1bConfig(encoder_layers=layers, encoder_embed_dim=dim, encoder_ffn_embed_dim=ffn,
+    config = make_config(encoder_layers=layers, encoder_embed_dim=dim, encoder_ffn_embed_dim=ffn,
                          encoder_attention_heads=heads, max_positions=1024)
-    return Esm1bModel(config, esm1b_alphabet())
+    return kind(config, esm1b_alphabet())
 
 
 def build_fair_esm(ours, tmp: Path):
-    """fair-esm's ProteinBertModel loaded from our weights written in its release layout."""
+    """fair-esm's model (``ProteinBertModel``, or ``ESM2``) loaded from our weights in its release layout."""
     import argparse as _argparse
 
     import esm
@@ -124,20 +132,23 @@ def build_fair_esm(ours, tmp: Path):
     from fairseq_esm.checkpoints.pt_files import export_official
 
     torch.serialization.add_safe_globals([_argparse.Namespace])  # fair-esm's bare torch.load needs it
-    path, _ = export_official(ours, tmp / "esm1b_random.pt")
+    path, _ = export_official(ours, tmp / f"{ours.generation.name}_random.pt")
     model, _ = esm.pretrained.load_model_and_alphabet_local(str(path))
     return model
 
 
 def build_hf(ours):
-    """transformers' EsmForMaskedLM with the sdpa attention, loaded from our weights."""
-    from fairseq_esm.checkpoints.huggingface import hf_config, import_transformers, key_table
+    """transformers' EsmForMaskedLM (absolute or rotary positions) with the sdpa attention, from our weights."""
+    from fairseq_esm.checkpoints.huggingface import hf_config, hf_state_dict, import_transformers
 
     transformers = import_transformers()
     config = hf_config(transformers, ours)
     config._attn_implementation = "sdpa"
     model = transformers.EsmForMaskedLM(config)
-    model.load_state_dict({key_table(ours.num_layers)[k]: v for k, v in ours.state_dict().items()}, strict=True)
+    model.load_state_dict(hf_state_dict(ours), strict=False)
+    expected = set(model.state_dict())
+    missing = expected - set(hf_state_dict(ours))
+    assert not missing, f"HF parameters left at their init: {sorted(missing)[:5]}"
     return model
 
 
@@ -154,7 +165,7 @@ def loss_functions(ours, fair, hf, pad: int) -> dict[str, Step]:
         labels = targets.masked_fill(~chosen, -100)
         return hf(input_ids=tokens, attention_mask=tokens.ne(pad).long(), labels=labels).loss
 
-    return {"fairseq-esm (ours)": our_loss, "HF EsmForMaskedLM sdpa": hf_loss, "fair-esm ProteinBertModel": fair_loss}
+    return {"fairseq-esm (ours)": our_loss, "HF EsmForMaskedLM sdpa": hf_loss, "fair-esm": fair_loss}
 
 
 class Trainer:
@@ -189,9 +200,10 @@ class Trainer:
         return time.perf_counter() - start
 
 
-def trainers(size: str, device: torch.device, dtype: str, tmp: Path) -> dict[str, Trainer]:
+def trainers(size: str, device: torch.device, dtype: str, tmp: Path, generation: str = "esm1b"
+             ) -> dict[str, Trainer]:
     """The three models, same initial weights, each with its own Adam."""
-    ours = build_ours(size)
+    ours = build_ours(size, generation)
     fair, hf = build_fair_esm(ours, tmp), build_hf(ours)
     losses = loss_functions(ours, fair, hf, ours.padding_idx)
     models = dict(zip(losses, (ours, hf, fair)))
@@ -281,6 +293,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=4096, help="token budget of our realistic batches")
     parser.add_argument("--fairseq-train", action="store_true", help="also time the real fairseq-train loop")
     parser.add_argument("--fairseq-updates", type=int, default=12, help="fairseq-train updates (first is dropped)")
+    parser.add_argument("--generations", default="esm1b", help="comma-separated: esm1b, esm2")
     args = parser.parse_args(argv)
     unknown = set(args.sizes.split(",")) - set(SIZES)
     if unknown:
@@ -301,11 +314,11 @@ def workloads_of(args: argparse.Namespace, proteins: list[str]) -> dict[str, dic
 
 def print_table(results: list[tuple[str, str, dict[str, float]]], names: list[str]) -> None:
     """Medians and ratios, one line per (size, row)."""
-    print(f"\n{'size':7s} {'batch':10s} " + " ".join(f"{n:>25s}" for n in names)
+    print(f"\n{'size':13s} {'batch':10s} " + " ".join(f"{n:>25s}" for n in names)
           + f" {'ours/HF':>8s} {'ours/fair-esm':>13s}")
     for size, row, speeds in results:
         ours, hf, fair = (speeds[n] for n in names)
-        print(f"{size:7s} {row:10s} " + " ".join(f"{speeds[n]:>19,.0f} tok/s" for n in names)
+        print(f"{size:13s} {row:10s} " + " ".join(f"{speeds[n]:>19,.0f} tok/s" for n in names)
               + f" {ours / hf:>7.2f}x {ours / fair:>12.2f}x")
 
 
@@ -327,23 +340,27 @@ def main(argv: list[str] | None = None) -> int:
     proteins = sample_proteins()
     rows = workloads_of(args, proteins)
     print(f"machine: {machine(device)}")
-    print(f"train step (fwd + bwd + Adam), {args.dtype}, device {device}, random ESM-1b weights shared by all three; "
+    print(f"train step (fwd + bwd + Adam), {args.dtype}, device {device}, random weights shared by all three; "
           f"median of {args.repeats} alternating repeats after 1 warm-up step")
     describe_rows(rows)
     results, names = [], []
-    for size in args.sizes.split(","):
-        with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
-            models = trainers(size, device, args.dtype, Path(tmp))
-        names = list(models)
-        start = initial_losses(models, shape_batch(proteins, "4x128")[0])
-        print(f"{size} {SIZES[size]}: initial losses on 4x128 " + ", ".join(f"{v:.6f}" for v in start))
-        for row, work in rows.items():
-            speeds = measure(models, {n: work["ours" if n == names[0] else "theirs"] for n in names}, args.repeats)
-            results.append((size, row, speeds))
-            print(f"  {row}: " + ", ".join(f"{n} {v:,.0f}" for n, v in speeds.items()), flush=True)
-        if args.fairseq_train:
-            compare_fairseq_train(models[names[0]], proteins[:FAIRSEQ_PROTEINS], ARCH[size], args)
-        del models
+    for generation in args.generations.split(","):
+        for size in args.sizes.split(","):
+            with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
+                models = trainers(size, device, args.dtype, Path(tmp), generation)
+            names = list(models)
+            start = initial_losses(models, shape_batch(proteins, "4x128")[0])
+            label = f"{generation} {size}"
+            print(f"{label} {SIZES[size]}: initial losses on 4x128 " + ", ".join(f"{v:.6f}" for v in start))
+            for row, work in rows.items():
+                speeds = measure(models, {n: work["ours" if n == names[0] else "theirs"] for n in names},
+                                 args.repeats)
+                results.append((label, row, speeds))
+                print(f"  {row}: " + ", ".join(f"{n} {v:,.0f}" for n, v in speeds.items()), flush=True)
+            if args.fairseq_train:
+                arch = ARCH[size] if generation == "esm1b" else ESM2_ARCH[size]
+                compare_fairseq_train(models[names[0]], proteins[:FAIRSEQ_PROTEINS], arch, args)
+            del models
     if results:
         print_table(results, names)
     return 0
