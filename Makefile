@@ -49,7 +49,7 @@ bench-startup: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/startup.py
 
 # time and peak RSS per stage against N, fitted and extrapolated to UniRef50/100 (docs/results.md, "Scale");
-# minutes on 2 cores. The 1M run (hours): make bench-scale SCALE_SIZES=100000,1000000
+# minutes on 2 cores. The 1M run (about 15 min): make bench-scale SCALE_SIZES=100000,1000000
 SCALE_SIZES ?= 20000,100000
 bench-scale: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/scale.py --sizes $(SCALE_SIZES)
