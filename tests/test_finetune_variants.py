@@ -21,17 +21,16 @@ from fairseq_esm.cli.finetune_variants import build_parser, main
 from fairseq_esm.criterions.mutational_effect import variant_scores
 from fairseq_esm.data.integrity import DataIntegrityError
 from fairseq_esm.data.mutational_effect import MutationalEffectDataset, read_split, write_data_dir
+from fairseq_esm.evaluation.dms_folds import fold_ids
 from fairseq_esm.evaluation.mutational_finetune import (
     FinetuneConfig,
     VariantHead,
     cross_validate,
-    fold_ids,
     standardise,
-    subsample,
     variant_code,
 )
 from fairseq_esm.inference.variant_scoring import score_variants
-from fairseq_esm.io.mutations import check_rows
+from fairseq_esm.io.mutations import check_rows, subsample
 from fairseq_esm.modules.batching import residue_budget
 
 DMS = Path(__file__).resolve().parents[1] / "examples" / "data" / "dms"
@@ -166,19 +165,26 @@ def test_cli_writes_json_and_markdown_and_counts_bad_rows(official_checkpoint, d
     out_json, out_md = tmp_path / "cv.json", tmp_path / "new" / "cv.md"  # folders are made
     args = [str(official_checkpoint("esm1b", **TINY)), "--table", str(table), "--sequence", str(FASTA),
             "--folds", "5", "--epochs", "1", "--lr", "1e-3", "--max-variants", "100", "--seed", "3",
-            "--json", str(out_json), "--markdown", str(out_md)]
+            "--fold-scheme", "random", "--json", str(out_json), "--markdown", str(out_md)]
     assert main(args) == 0
     result = json.loads(out_json.read_text())
-    assert result["counts"] == {"rows": 126, "used": 100, "duplicate": 1, "malformed": 2, "out_of_range": 1,
+    column = result["columns"]["DMS_score"]
+    assert column["counts"] == {"rows": 126, "used": 100, "duplicate": 1, "malformed": 2, "out_of_range": 1,
                                 "wt_mismatch": 1, "no_numeric_score": 1, "left_out_by_max_variants": 20}
-    assert [(f["n_train"], f["n_test"]) for f in result["folds"]] == [(80, 20)] * 5
-    assert all(-1 <= f["zero_shot_rho"] <= 1 and -1 <= f["finetuned_rho"] <= 1 for f in result["folds"])
+    folds = column["schemes"]["random"]["folds"]
+    assert [(f["n_train"], f["n_test"]) for f in folds] == [(80, 20)] * 5
+    for key in ("zero_shot_rho", "finetuned_rho", "blosum62_rho", "onehot_ridge_rho"):
+        assert all(-1 <= f[key] <= 1 for f in folds), key
+    # 100 of TEM-1's 263 positions: most test positions are new to training, so the per-position mean may be constant
+    assert all(f["position_mean_rho"] is None or -1 <= f["position_mean_rho"] <= 1 for f in folds)
     lines = out_md.read_text().splitlines()
-    assert lines[0] == "| fold | n_train | n_test | zero-shot ρ | fine-tuned ρ |" and len(lines) == 8
-    assert lines[-1].startswith("| mean ± std |")
+    assert lines[0] == "## DMS_score" and len(lines) == 10
+    assert lines[2] == ("| scheme | fold | n_train | n_test | fine-tuned ρ | zero-shot ρ | BLOSUM62 ρ | "
+                        "per-position mean ρ | one-hot ridge ρ |")
+    assert lines[-1].startswith("| random | mean ± sd |")
     err = capsys.readouterr().err
-    assert "malformed 2" in err and "cross-validation rows: rows 126, used 100" in err
-    assert main(args) == 0 and json.loads(out_json.read_text())["folds"] == result["folds"]  # seeded: same again
+    assert "malformed 2" in err and "cross-validation rows of DMS_score: rows 126, used 100" in err
+    assert main(args) == 0 and json.loads(out_json.read_text())["columns"] == result["columns"]  # seeded: same again
 
 
 def test_cli_one_line_errors(official_checkpoint, dms_rows, tmp_path, capsys):
@@ -198,7 +204,7 @@ def test_cli_one_line_errors(official_checkpoint, dms_rows, tmp_path, capsys):
 def test_old_flag_spellings_still_parse(capsys):
     args = build_parser().parse_args(["ckpt", "--table", "t.csv", "--sequence", "MKT", "--json", "j", "--markdown", "m",
                                       "--batch-sequences", "4", "--mutant-column", "m", "--score-column", "s"])
-    assert (args.batch_size, args.mutation_col, args.score_col) == (4, "m", "s")
+    assert (args.batch_size, args.mutation_col, args.score_col) == (4, "m", ["s"])  # --score-col takes several
     err = capsys.readouterr().err
     for old, new in [("--batch-sequences", "--batch-size"), ("--mutant-column", "--mutation-col"),
                      ("--score-column", "--score-col")]:

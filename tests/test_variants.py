@@ -164,7 +164,10 @@ def test_offset_renumbers_positions(official_checkpoint, dms_rows, tmp_path, cap
     assert run(checkpoint, write_table(tmp_path / "b.csv", shifted), tmp_path / "c_out.csv") == 2  # nothing scorable
     err = capsys.readouterr().err
     assert "out_of_range" in err
-    assert "hint: --offset 1001 would match the wild type at 30 of the mutated positions" in err
+    hint = "--offset 1001 would match the wild type at all 30 mutated positions: every wild-type letter agrees"
+    assert f"hint: {hint}" in err  # in the report, and in the one error line
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {tmp_path / 'b.csv'}: no row could be scored — see the report above; {hint}"]
 
 
 def test_offset_with_the_mature_protein(official_checkpoint, dms_rows, tmp_path):

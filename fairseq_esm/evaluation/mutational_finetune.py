@@ -12,6 +12,11 @@ measured score standardised with the training fold's mean and standard deviation
 Training is fairseq's own loop: each fold's training part is written as a ``mutational_effect`` data dir and
 trained by fairseq-train's ``main`` (task and criterion ``mutational_effect``, ``tasks/mutational_training.py``)
 from the given model; the trained checkpoint then scores the held-out fold with :class:`VariantHead`.
+
+The folds follow one or more of ProteinGym's schemes (``evaluation.dms_folds``: random, by position modulo K,
+by contiguous region), and every fold also scores the baselines of ``evaluation.variant_baselines`` on the
+same test variants: the zero-shot head itself, BLOSUM62, and the per-position mean and one-hot ridge fitted on
+the fold's training part alone.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from tqdm import tqdm
 
 from fairseq_esm.checkpoints import load_model
 from fairseq_esm.data.mutational_effect import write_data_dir
+from fairseq_esm.evaluation.dms_folds import assign_folds
+from fairseq_esm.evaluation.variant_baselines import blosum62_scores, fitted_baselines
 from fairseq_esm.inference.scoring import Query, window_query
 from fairseq_esm.io.mutations import Variant
 from fairseq_esm.modules.alphabet import Alphabet
@@ -51,6 +58,7 @@ class FinetuneConfig:
     train_layers: Optional[int] = None  # None: the whole model; N: only the last N layers and the LM head
     seed: int = 1
     toks_per_batch: int = 4096  # for evaluation forwards
+    schemes: tuple[str, ...] = ("random",)  # of evaluation.dms_folds.SCHEMES, each cross-validated in turn
 
 
 class VariantHead:
@@ -101,21 +109,6 @@ class VariantHead:
         return out
 
 
-def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
-    """Fold of each of n items: a seeded permutation cut into ``folds`` parts differing by at most one."""
-    ids = np.empty(n, dtype=np.int64)
-    for fold, part in enumerate(np.array_split(np.random.default_rng(seed).permutation(n), folds)):
-        ids[part] = fold
-    return ids
-
-
-def subsample(n: int, limit: Optional[int], seed: int) -> list[int]:
-    """At most ``limit`` of n indices, drawn with ``seed`` and kept in their original order."""
-    if limit is None or limit >= n:
-        return list(range(n))
-    return sorted(np.random.default_rng(seed).choice(n, size=limit, replace=False).tolist())
-
-
 def standardise(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(values - mean) / std with the reference's statistics (std 1 when the reference is constant)."""
     std = float(reference.std())
@@ -140,9 +133,14 @@ def spearman(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(spearmanr(predicted, measured)[0])
 
 
+#: what each fold reports a Spearman rho of (``<method>_rho``), in report order
+METHODS = ("finetuned", "zero_shot", "blosum62", "position_mean", "onehot_ridge")
+
+
 @dataclass
 class FoldResult:
-    """One held-out fold: sizes, zero-shot and fine-tuned Spearman rho on the test part, epoch losses."""
+    """One held-out fold of one scheme: sizes, the Spearman rho on the test part of the fine-tuned model, the
+    zero-shot head and each baseline, and the epoch losses."""
 
     fold: int
     n_train: int
@@ -150,6 +148,10 @@ class FoldResult:
     zero_shot_rho: float
     finetuned_rho: float
     train_loss: list[float] = field(default_factory=list)
+    scheme: str = "random"
+    blosum62_rho: float = math.nan
+    position_mean_rho: float = math.nan
+    onehot_ridge_rho: float = math.nan
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -157,16 +159,30 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
+def summarise(results: Sequence[FoldResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per scheme and method, mean and (population) std of Spearman rho over the folds where it is defined, and
+    how many those are (a constant prediction, as the per-position mean gives on unseen positions, has none)."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for scheme in dict.fromkeys(r.scheme for r in results):
+        summary[scheme] = {}
+        for method in METHODS:
+            values = [v for r in results if r.scheme == scheme and not math.isnan(v := getattr(r, f"{method}_rho"))]
+            mean, std = mean_std(values) if values else (math.nan, math.nan)
+            summary[scheme][method] = {"mean": mean, "std": std, "folds": len(values)}
+    return summary
+
+
 def finetune_fold(start: StartModel, alphabet: Alphabet, wild_type: str, train: Sequence[Variant],
                   targets: np.ndarray, test: Sequence[Variant], cfg: FinetuneConfig, fold: int,
-                  device: torch.device, progress: bool) -> tuple[np.ndarray, list[float]]:
+                  device: torch.device, progress: bool, scheme: str = "") -> tuple[np.ndarray, list[float]]:
     """Fine-tune ``start`` on ``train`` through fairseq-train (in a temporary dir removed afterwards);
-    returns the trained model's scores of ``test`` and each epoch's mean training loss."""
+    returns the trained model's scores of ``test`` and each epoch's mean training loss (``scheme`` names the
+    folds in the progress bar)."""
     settings = Optimisation(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_sequences, cfg.seed, cfg.train_layers)
     with tempfile.TemporaryDirectory(prefix=f"fold{fold + 1}-", dir=start.checkpoint.parent) as work:
         data = write_data_dir(Path(work) / "data", wild_type, {"train": ([variant_code(v) for v in train], targets)})
         checkpoint, losses = train_mutational_effect(start, data, Path(work) / "checkpoints", settings, device,
-                                                     progress, f"fold {fold + 1}/{cfg.folds}",
+                                                     progress, f"{scheme} fold {fold + 1}/{cfg.folds}".lstrip(),
                                                      updates_per_run(train, cfg))
         trained, _ = load_model(checkpoint, device)
     budget = residue_budget(trained.max_positions(), alphabet)
@@ -175,24 +191,33 @@ def finetune_fold(start: StartModel, alphabet: Alphabet, wild_type: str, train: 
 
 def cross_validate(model: ESM1, alphabet: Alphabet, wild_type: str, variants: Sequence[Variant],
                    measured: Sequence[float], cfg: FinetuneConfig, progress: bool = True) -> list[FoldResult]:
-    """k-fold cross-validation: per fold, fine-tune ``model`` on the other folds with fairseq-train's loop and
-    compare its Spearman rho on the held-out fold with the zero-shot head's on the same variants."""
+    """Cross-validation under each of ``cfg.schemes``: per fold, fine-tune ``model`` on the other folds with
+    fairseq-train's loop and compare its Spearman rho on the held-out fold with the zero-shot head's, BLOSUM62's
+    and the baselines fitted on the same training part."""
     device = next(model.parameters()).device
     values = np.asarray(measured, dtype=np.float64)
     zero_shot = VariantHead(alphabet, wild_type, variants, residue_budget(model.max_positions(), alphabet)
                             ).predict(model, cfg.toks_per_batch)
-    ids, results = fold_ids(len(variants), cfg.folds, cfg.seed), []
+    blosum = blosum62_scores(variants)
+    plans = [assign_folds(variants, scheme, cfg.folds, cfg.seed) for scheme in cfg.schemes]  # all checked first
+    results: list[FoldResult] = []
     with tempfile.TemporaryDirectory(prefix="finetune-variants-") as work:
         start = write_start(model, Path(work) / "start.pt")
-        for fold in range(cfg.folds):
-            train, test = np.flatnonzero(ids != fold), np.flatnonzero(ids == fold)
-            predicted, losses = finetune_fold(start, alphabet, wild_type, [variants[i] for i in train],
-                                              standardise(values[train], values[train]), [variants[i] for i in test],
-                                              cfg, fold, device, progress)
-            results.append(FoldResult(fold + 1, len(train), len(test), spearman(zero_shot[test], values[test]),
-                                      spearman(predicted, values[test]), losses))
-            if progress:
-                r = results[-1]
-                tqdm.write(f"fold {r.fold}: n_train {r.n_train:,}, n_test {r.n_test:,}, zero-shot rho "
-                           f"{r.zero_shot_rho:.4f}, fine-tuned rho {r.finetuned_rho:.4f}", file=sys.stderr)
+        for plan in plans:
+            for fold in range(cfg.folds):
+                train, test = plan.split(fold)
+                train_variants, test_variants = [variants[i] for i in train], [variants[i] for i in test]
+                predicted, losses = finetune_fold(start, alphabet, wild_type, train_variants,
+                                                  standardise(values[train], values[train]), test_variants,
+                                                  cfg, fold, device, progress, plan.scheme)
+                fitted = fitted_baselines(train_variants, values[train], test_variants, cfg.seed)
+                results.append(FoldResult(
+                    fold + 1, len(train), len(test), spearman(zero_shot[test], values[test]),
+                    spearman(predicted, values[test]), losses, plan.scheme, spearman(blosum[test], values[test]),
+                    spearman(fitted["position_mean"], values[test]), spearman(fitted["onehot_ridge"], values[test])))
+                if progress:
+                    r = results[-1]
+                    tqdm.write(f"{r.scheme} fold {r.fold}: n_train {r.n_train:,}, n_test {r.n_test:,}, "
+                               + ", ".join(f"{m} rho {getattr(r, f'{m}_rho'):.4f}" for m in METHODS),
+                               file=sys.stderr)
     return results
