@@ -37,7 +37,7 @@ setup(
                 "extract", "score", "variants", "contacts", "convert",
                 # the paper's evaluations and baselines
                 "ngram", "unigram_ece", "lm_table", "homology", "pfam_auc", "plots", "finetune_variants", "msa_features",
-                "probes",
+                "probes", "ss8_confusion",
                 # data preparation (also reachable as preprocess/<name>.py)
                 "binarize", "fasta_to_text", "split_fasta", "make_uniref_splits", "build_msas", "msa_split_features",
                 "structure_labels", "structure_dataset", "backbone_json_to_pdb",

@@ -85,6 +85,9 @@ def test_builder_counts_and_masking(built, labels):
     scored = sum(len(s) for s in cb513_scored())
     assert "dropped 0 chains with >= 25% identity" in report
     assert re.search(rf"test: 20 chains, 6236 residues, {scored} scored, {6236 - scored} masked \(SS8 only\)", report)
+    # --cb513 FILE is --test-set cb513=FILE: split test_cb513, records cb513_N (the file has no id column)
+    assert (data / "test_cb513.names.txt").read_text().split() == [f"cb513_{n}" for n in range(1, 21)]
+    assert "test = test_cb513 (" in report and "cb513: " in report and "named cb513_N (no id column)" in report
     train = re.search(r"train: (\d+) chains, (\d+) residues, (\d+) scored, (\d+) masked", report).groups()
     valid = re.search(r"valid: (\d+) chains, (\d+) residues, (\d+) scored, (\d+) masked", report).groups()
     assert int(train[0]) + int(valid[0]) == 7 and int(train[3]) + int(valid[3]) == 23  # as structure_labels wrote
@@ -118,18 +121,23 @@ def test_q8_equals_hand_count(built, backbone):
     with torch.no_grad():
         _, size, log = SecondaryStructureCriterion(task)(model, sample)
         predicted = model(**sample["net_input"]).argmax(-1)
-    correct = total = 0
+    correct = correct3 = total = 0
+    three = dict(zip("HGIEBTSC", "HHHEECCC"))  # DSSP's 8 -> 3 reduction
     for row, states in enumerate(cb513_scored()):
         target = sample["target"][row]
         for position in range(len(target)):
             if target[position] != IGNORE:
                 total += 1
                 correct += int(predicted[row, position] == target[position])
+                true, guess = SS8_STATES[int(target[position])], SS8_STATES[int(predicted[row, position])]
+                correct3 += int(three[true] == three[guess])
     assert size == total == sum(len(s) for s in cb513_scored())
-    assert log["n_correct"] == correct
+    assert log["n_correct"] == correct and log["n_correct3"] == correct3
     with metrics.aggregate() as agg:
         SecondaryStructureCriterion.reduce_metrics([log])
-    assert agg.get_smoothed_values()["q8"] == pytest.approx(100 * correct / total, abs=0.01)
+    values = agg.get_smoothed_values()
+    assert values["q8"] == pytest.approx(100 * correct / total, abs=0.01)
+    assert values["q3"] == pytest.approx(100 * correct3 / total, abs=0.01) and values["residues"] == total
 
 
 def test_contact_precision_matches_contact_metrics(built, backbone):
@@ -199,8 +207,8 @@ def test_validate_evaluates_the_saved_backbone(trained, built, official_checkpoi
         loss, size, _ = SecondaryStructureCriterion(task)(model.eval(), sample)
     shutil.copy(official_checkpoint("esm1b", seed=5, **SIZES), pretrained)
     out = run(["fairseq-validate", str(data), "--user-dir", "fairseq_esm", "--task", "protein_ss8", "--path",
-               str(checkpoint), "--valid-subset", "test", "--max-tokens", "4096", "--num-workers", "0"])
-    printed = float(re.search(r"valid on 'test' subset \| loss ([\d.]+)", out).group(1))
+               str(checkpoint), "--valid-subset", "test_cb513", "--max-tokens", "4096", "--num-workers", "0"])
+    printed = float(re.search(r"valid on 'test_cb513' subset \| loss ([\d.]+)", out).group(1))
     assert printed == pytest.approx(float(loss) / size / np.log(2), abs=2e-4)
 
 

@@ -1,20 +1,25 @@
 """Build a fairseq data dir for the supervised structure heads (tasks protein_ss8 / protein_contacts).
 
-    fairseq-esm-structure-dataset labels_a labels_b --cb513 CB513_HHblits.csv --out data-ss
+    fairseq-esm-structure-dataset labels_a labels_b --test-set cb513=CB513_HHblits.csv \\
+        --test-set ts115=TS115_HHblits.csv --out data-ss
 
 Inputs are directories written by ``fairseq-esm-structure-labels`` (labels.fasta, ss8.txt, contacts/).
 Chains named twice (same file and chain in two dirs) are kept once; chains longer than ``--max-length`` are
-dropped. With ``--cb513``, training chains with an MMseqs2 hit of >= ``--identity`` (25%) sequence identity to a
-CB513 protein are dropped and counted, as Netsurf held its training set out from CB513, and CB513 becomes the
-``test`` split (SS8 only: it has no structures). The remaining chains are clustered with MMseqs2 at
-``--cluster-identity`` and a seeded ``--valid-fraction`` of the clusters becomes ``valid``; the rest is ``train``.
-Writes OUT/dict.txt and per split the files ``fairseq_esm/data/structure_labels_dataset.py`` describes.
+dropped. Each ``--test-set NAME=FILE`` (NetSurfP-2.0 CSV: ``input, dssp3, dssp8, disorder``, optional ``*_mask``
+and ``id`` columns, one space-separated value per residue) becomes the split ``test_NAME`` (SS8 only: it has no
+structures), its proteins kept whatever their length and named by the ``id`` column, else ``NAME_N``; ``test`` holds
+all test sets together. Training chains with an MMseqs2 hit of >= ``--identity`` (25%) sequence identity to a
+protein of any test set are dropped and counted, as Netsurf held its training set out from CB513. The remaining
+chains are clustered with MMseqs2 at ``--cluster-identity`` and a seeded ``--valid-fraction`` of the clusters
+becomes ``valid``; the rest is ``train``. Writes OUT/dict.txt and per split the files
+``fairseq_esm/data/structure_labels_dataset.py`` describes.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +29,15 @@ import numpy as np
 
 from fairseq_esm.cli.common import UsageError, add_out, run_main
 from fairseq_esm.io.clusters import run_mmseqs
+from fairseq_esm.io.dssp import SS8, to_ss3
 from fairseq_esm.io.fasta import FastaReport, read_fasta
+
+#: the per-residue columns a NetSurfP-2.0 CSV must have
+NETSURFP_COLUMNS = ("input", "dssp3", "dssp8", "disorder")
+#: columns that name the records, first found wins
+ID_COLUMNS = ("id", "name")
+#: states that are not one of DSSP's classic 8 but are loops: DSSP's blank and DSSP 4's PPII
+LOOP_STATES = {"-": "C", "P": "C"}
 
 
 @dataclass
@@ -71,32 +84,148 @@ def read_label_dir(directory: Path) -> list[Chain]:
     return chains
 
 
+@dataclass
+class TestSet:
+    """One NetSurfP-format test set: its name (split ``test_NAME``), file, proteins and how they were read."""
+
+    name: str
+    path: Path
+    chains: list[Chain]
+    note: str
+
+    @property
+    def split(self) -> str:
+        return f"test_{self.name}"
+
+
+def parse_test_set(spec: str) -> tuple[str, Path]:
+    """``NAME=FILE`` -> (lowercased name, path); the name must make a plain split name."""
+    name, sep, path = spec.partition("=")
+    name = name.strip().lower()
+    if not sep or not path:
+        raise UsageError(f"--test-set {spec}: give NAME=FILE, e.g. --test-set cb513=CB513_HHblits.csv")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        raise UsageError(f"--test-set {spec}: the name {name!r} must be letters, digits, _ or - (it names the split "
+                         "test_NAME)")
+    return name, Path(path)
+
+
+def read_csv_rows(path: Path) -> list[list[str]]:
+    """The rows of a CSV file, refused in one line when it is missing or not text."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a column name
+            return list(csv.reader(handle))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise UsageError(f"{path}: not a NetSurfP-format CSV text file ({err})") from None
+
+
+def netsurfp_header(path: Path, rows: list[list[str]]) -> dict[str, int]:
+    """Column name (stripped, lowercase) -> index; one error line naming the columns a NetSurfP CSV lacks."""
+    header = [column.strip().lower() for column in rows[0]] if rows else []
+    missing = [column for column in NETSURFP_COLUMNS if column not in header]
+    if missing:
+        shown = ", ".join(header)[:80] if header else "empty file"
+        raise UsageError(f"{path}: not a NetSurfP-format CSV: no column {', '.join(missing)} (its first line: "
+                         f"{shown}); expected the columns {', '.join(NETSURFP_COLUMNS)} (+ optional *_mask, id), "
+                         "one space-separated value per residue")
+    return {column: index for index, column in reversed(list(enumerate(header)))}
+
+
+def flags(path: Path, line: int, column: str, values: list[str]) -> list[bool]:
+    """A 0/1 per-residue column (``1.0`` / ``0.0``) -> True where 1."""
+    try:
+        return [float(value) == 1.0 for value in values]
+    except ValueError:
+        raise UsageError(f"{path} line {line}: column {column} holds {values[0] if values else ''!r}..., "
+                         "expected 0/1 per residue") from None
+
+
+def netsurfp_record(path: Path, line: int, row: list[str], columns: dict[str, int],
+                    masks: list[str]) -> tuple[str, str, int]:
+    """One CSV row -> (sequence, SS8 string with ``.`` where not scored, scored residues whose dssp3 is not the
+    8->3 reduction of their dssp8)."""
+    sequence, dssp3, dssp8, disorder, *masked = (row[columns[c]].split() for c in (*NETSURFP_COLUMNS, *masks))
+    lengths = [len(values) for values in (sequence, dssp3, dssp8, disorder, *masked)]
+    if not sequence or len(set(lengths)) > 1:
+        counts = ", ".join(f"{column} {n}" for column, n in zip((*NETSURFP_COLUMNS, *masks), lengths))
+        raise UsageError(f"{path} line {line}: per-residue columns of different lengths (or none): {counts}")
+    states = [LOOP_STATES.get(state, state) for state in dssp8]
+    wrong = sorted({state for state in states if state not in SS8})
+    if wrong or any(len(residue) != 1 for residue in sequence):
+        what = f"dssp8 states {', '.join(wrong)}" if wrong else "input entries longer than one letter"
+        raise UsageError(f"{path} line {line}: {what}; expected one residue letter and one of {' '.join(SS8)} "
+                         "per residue")
+    keep = [all(values) for values in zip(flags(path, line, "disorder", disorder),
+                                          *(flags(path, line, c, v) for c, v in zip(masks, masked)))]
+    scored = "".join(state if kept else "." for state, kept in zip(states, keep))
+    differs = sum(kept and to_ss3(state) != three for state, three, kept in zip(states, dssp3, keep))
+    return "".join(sequence).upper(), scored, differs
+
+
+def read_netsurfp(path: Path, name: str) -> TestSet:
+    """A NetSurfP-2.0 CSV test set: ``dssp8`` states (``C`` = loop) kept where ``disorder`` and every ``*_mask``
+    column (CB513's ``cb513_mask``) are 1 (resolved and part of the evaluated chain), ``.`` elsewhere; records
+    named by the ``id`` (or ``name``) column, else ``NAME_N`` (N = record number, from 1)."""
+    rows = read_csv_rows(path)
+    columns = netsurfp_header(path, rows)
+    masks = [column for column in columns if column.endswith("mask")]
+    id_column = next((column for column in ID_COLUMNS if column in columns), None)
+    chains, lines, differs = [], {}, 0
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) < len(rows[0]):
+            raise UsageError(f"{path} line {line}: {len(row)} columns, the header has {len(rows[0])}")
+        sequence, scored, wrong3 = netsurfp_record(path, line, row, columns, masks)
+        record = row[columns[id_column]].strip() if id_column else f"{name}_{len(chains) + 1}"
+        if not record or record in lines:
+            problem = f"the {id_column} {record!r} of line {lines.get(record)} again" if record else f"no {id_column}"
+            raise UsageError(f"{path} line {line}: {problem}; records need unique names")
+        lines[record], differs = line, differs + wrong3
+        chains.append(Chain(record, sequence, scored, None))
+    if not chains:
+        raise UsageError(f"{path}: no records below the header")
+    scored = sum(len(c.ss8) - c.ss8.count(".") for c in chains)
+    named = f"names from its {id_column} column" if id_column else f"named {name}_N (no id column)"
+    agrees = (f"dssp3 differs from the 8->3 reduction of dssp8 on {differs} of {scored} scored residues (q3 uses "
+              "the reduction)" if differs else "dssp3 = the 8->3 reduction of dssp8 on every scored residue")
+    masked_by = " and ".join(["disorder", *masks])
+    return TestSet(name, path, chains, f"{name}: {path}, {len(chains)} proteins, {named}; scored where {masked_by} "
+                   f"= 1; {agrees}")
+
+
 def read_cb513(path: Path) -> list[Chain]:
-    """CB513 in NetSurfP-2.0 CSV: ``dssp8`` states (``C`` = loop) kept where ``disorder`` and ``cb513_mask``
-    are both 1 (resolved and part of the original CB513 chain), ``.`` elsewhere."""
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    header = [column.strip() for column in rows[0]] if rows else []
-    if header[:5] != ["input", "dssp3", "dssp8", "disorder", "cb513_mask"]:
-        raise UsageError(f"{path}: header {header}, expected input, dssp3, dssp8, disorder, cb513_mask")
-    chains = []
-    for number, row in enumerate(rows[1:], start=2):
-        sequence, ss8, disorder, mask = (row[i].split() for i in (0, 2, 3, 4))
-        if not len(sequence) == len(ss8) == len(disorder) == len(mask):
-            raise UsageError(f"{path} line {number}: columns of different lengths")
-        scored = "".join(s if d == "1.0" and m == "1.0" else "." for s, d, m in zip(ss8, disorder, mask))
-        chains.append(Chain(f"cb513_{number - 1}", "".join(sequence), scored, None))
-    return chains
+    """CB513 in NetSurfP-2.0 CSV (``cb513_N`` records): what ``--test-set cb513=FILE`` reads."""
+    return read_netsurfp(path, "cb513").chains
 
 
-def search_hits(queries: list[Chain], targets: list[Chain], identity: float, evalue: float) -> set[int]:
-    """Indices of ``queries`` with an MMseqs2 easy-search hit of >= ``identity`` to any of ``targets``."""
+def search_pairs(queries: list[Chain], targets: list[Chain], identity: float, evalue: float) -> set[tuple[int, int]]:
+    """(query, target) index pairs of MMseqs2 easy-search hits of >= ``identity``."""
     from fairseq_esm.io.msa_search import easy_search
 
     rows = easy_search([(str(i), c.sequence) for i, c in enumerate(queries)],
                        [(str(i), c.sequence) for i, c in enumerate(targets)], "query,target,fident",
                        options=("--min-seq-id", str(identity), "-e", str(evalue)))
-    return {int(query) for query, _, fident in rows if float(fident) >= identity}
+    return {(int(query), int(target)) for query, target, fident in rows if float(fident) >= identity}
+
+
+def search_hits(queries: list[Chain], targets: list[Chain], identity: float, evalue: float) -> set[int]:
+    """Indices of ``queries`` with an MMseqs2 easy-search hit of >= ``identity`` to any of ``targets``."""
+    return {query for query, _ in search_pairs(queries, targets, identity, evalue)}
+
+
+def hold_out(chains: list[Chain], test_sets: list[TestSet], identity: float, evalue: float) -> tuple[list, str]:
+    """Chains without a hit to any protein of any test set (searched against their union), and the report line."""
+    union = [chain for test in test_sets for chain in test.chains]
+    owner = [test.name for test in test_sets for _ in test.chains]
+    pairs = search_pairs(chains, union, identity, evalue) if chains else set()
+    dropped = {query for query, _ in pairs}
+    per_set = ", ".join(f"{t.name} {len({q for q, target in pairs if owner[target] == t.name})}" for t in test_sets)
+    return ([c for i, c in enumerate(chains) if i not in dropped],
+            f"dropped {len(dropped)} chains with >= {identity:.0%} identity (E <= {evalue}) to a protein of the test "
+            f"sets (mmseqs easy-search against all {len(union)}; chains hitting each set: {per_set})")
 
 
 def split_by_cluster(chains: list[Chain], fraction: float, identity: float, seed: int) -> tuple[list, list]:
@@ -162,13 +291,17 @@ def gather(directories: list[str], max_length: int) -> tuple[list[Chain], list[s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Label dirs, ``--out`` data dir, the CB513 hold-out and the valid split settings."""
+    """Label dirs, ``--out`` data dir, the test sets (and their hold-out) and the valid split settings."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-structure-dataset", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("label_dirs", nargs="+", help="output dirs of fairseq-esm-structure-labels")
     add_out(parser, "output directory: the fairseq data dir to write", old=("--out-dir",))
-    parser.add_argument("--cb513", help="CB513_HHblits.csv (NetSurfP-2.0 format): test split + identity hold-out")
-    parser.add_argument("--identity", type=float, default=0.25, help="hold-out identity to CB513 (default 0.25)")
+    parser.add_argument("--test-set", action="append", default=[], metavar="NAME=FILE",
+                        help="a NetSurfP-2.0 CSV test set (CB513, TS115, CASP12: input, dssp3, dssp8, disorder, "
+                        "optional *_mask / id columns) -> split test_NAME and identity hold-out; repeatable")
+    parser.add_argument("--cb513", help=argparse.SUPPRESS)  # the old spelling of --test-set cb513=FILE
+    parser.add_argument("--identity", type=float, default=0.25,
+                        help="hold out training chains with this identity to any test protein (default 0.25)")
     parser.add_argument("--evalue", type=float, default=0.1, help="E-value of a hold-out hit (default 0.1)")
     parser.add_argument("--valid-fraction", type=float, default=0.1, help="chains to valid (default 0.1)")
     parser.add_argument("--cluster-identity", type=float, default=0.3, help="valid split by clusters at this identity")
@@ -177,16 +310,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_test_sets(specs: list[str], cb513: Optional[str]) -> list[TestSet]:
+    """``--test-set NAME=FILE`` (and the old ``--cb513 FILE``) in order, names unique."""
+    parsed = [parse_test_set(spec) for spec in specs] + ([("cb513", Path(cb513))] if cb513 else [])
+    names = [name for name, _ in parsed]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UsageError(f"two test sets named {twice[0]} (--test-set / --cb513): give each its own name")
+    return [read_netsurfp(path, name) for name, path in parsed]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Gather, hold out from CB513, split by cluster, write, report."""
+    """Gather, hold out from the test sets, split by cluster, write, report."""
     args = build_parser().parse_args(argv)
+    test_sets = read_test_sets(args.test_set, args.cb513)
     chains, report = gather(args.label_dirs, args.max_length)
-    test = read_cb513(Path(args.cb513)) if args.cb513 else []
-    if test:
-        hits = search_hits(chains, test, args.identity, args.evalue)
-        chains = [c for i, c in enumerate(chains) if i not in hits]
-        report.append(f"dropped {len(hits)} chains with >= {args.identity:.0%} identity (E <= {args.evalue}) "
-                      f"to CB513 (mmseqs easy-search)")
+    report += [test.note for test in test_sets]
+    if test_sets:
+        chains, line = hold_out(chains, test_sets, args.identity, args.evalue)
+        report.append(line)
     if len(chains) < 2:
         raise UsageError(f"{len(chains)} training chains left: need at least 2 for train and valid")
     train, valid = split_by_cluster(chains, args.valid_fraction, args.cluster_identity, args.seed)
@@ -195,9 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_data_dictionary(out)
-    for split, members in (("train", train), ("valid", valid), ("test", test)):
-        if members:
-            report.append(write_split(out, split, members))
+    splits = [("train", train), ("valid", valid)] + [(test.split, test.chains) for test in test_sets]
+    if test_sets:
+        splits.append(("test", [chain for test in test_sets for chain in test.chains]))
+        report.append(f"test = {' + '.join(test.split for test in test_sets)} (one split for scripts that read test)")
+    for split, members in splits:
+        report.append(write_split(out, split, members))
     print("\n".join(report + [f"-> {out}"]))
     return 0
 

@@ -3,7 +3,8 @@
 A split ``DIR/{split}`` is fairseq mmap datasets side by side (``fairseq-esm-structure-dataset`` writes them):
 
 - ``{split}.bin/.idx``: residue ids then ``</s>``, as ``fairseq-preprocess --srcdict dicts/esm1b.txt`` writes;
-- ``{split}.ss8.bin/.idx``: int8 per residue, 0..7 for ``H G I E B T S C``, ``-1`` = not scored;
+- ``{split}.ss8.bin/.idx``: int8 per residue, 0..7 for ``H G I E B T S C``, ``-1`` = not scored (3-state
+  targets are not stored: ``SS8_TO_SS3`` reduces these, H,G,I -> H; E,B -> E; T,S,C -> C);
 - ``{split}.contacts.bin/.idx`` (optional): int8 L×L row-major, 1 contact, 0 none, ``-1`` unresolved;
 - ``{split}.names.txt``: one record name per line;
 - ``{split}.features.npy`` (optional): float32 (residues of the split, D), extra per-residue features
@@ -25,7 +26,7 @@ from fairseq.data.indexed_dataset import MMapIndexedDataset, MMapIndexedDatasetB
 
 from fairseq_esm.data.integrity import DataIntegrityError
 from fairseq_esm.data.sized import EveryRecordBatched, LengthOrdered, StoredSizes
-from fairseq_esm.io.dssp import SS8
+from fairseq_esm.io.dssp import SS8, to_ss3
 from fairseq_esm.modules.alphabet import Alphabet
 from fairseq_esm.modules.msa_covariance import weighted_covariance
 
@@ -33,6 +34,9 @@ SS8_STATES = SS8  # target i is state SS8_STATES[i]
 #: target value of residues that are never scored (masked, unresolved, padding)
 IGNORE = -1
 SS8_INDEX = {state: i for i, state in enumerate(SS8_STATES)}
+SS3_STATES = "HEC"
+#: SS8 target -> SS3 target, DSSP's standard reduction (H,G,I -> H; E,B -> E; T,S,C -> C)
+SS8_TO_SS3 = np.array([SS3_STATES.index(to_ss3(state)) for state in SS8_STATES], dtype=np.int64)
 
 
 def ss8_to_targets(ss8: str) -> np.ndarray:
@@ -160,6 +164,17 @@ class StructureLabelsDataset(EveryRecordBatched, LengthOrdered, StoredSizes, Fai
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+        """fairseq's batches, except that a protein of more than ``max_tokens`` tokens is a batch of its own (held-out
+        proteins are never dropped; fairseq-train drops longer training proteins before batching)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        over = self._sizes[indices] > max_tokens if max_tokens else np.zeros(len(indices), dtype=bool)
+        batches = []
+        if not over.all():
+            batches = list(super().batch_by_size(indices[~over], max_tokens, max_sentences,
+                                                 required_batch_size_multiple))
+        return batches + [indices[i : i + 1] for i in np.flatnonzero(over)]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         length = int(self.residues[index])
