@@ -53,14 +53,7 @@ class Esm1bConfig(EsmModelConfig):
 
 
 @dataclass
-class Esm2Config(EsmModelConfig):
-    token_dropout: bool = field(
-        default=True,
-        metadata={
-            "help": "zero <mask> embeddings and rescale by 0.88 / (1 - observed mask ratio); "
-            "on by default, the flag turns it off"
-        },
-    )
+class Esm2Config(Esm1bConfig):
     emb_layer_norm_before: bool = field(
         default=False,
         metadata={"help": "LayerNorm the embeddings before the first layer (not in ESM-2: off by default)"},
