@@ -3,9 +3,12 @@ ECE of one seeded random masking, as a TSV (one row per protein, in FASTA order)
 
 PLL masks every residue in turn (L masked copies per protein, batched under ``--max-tokens``);
 proteins longer than the model's context are scored with each masked copy cut to the window centred
-on it. ECE masks each protein exactly as ``fairseq-validate`` masks record *i* of a held-out split
-with the same ``--seed`` and masking flags (long proteins get the same seeded crop), so the ECE of
-a FASTA binarized with ``fairseq-esm-binarize`` equals fairseq-validate's ``ppl`` on it.
+on it. Before scoring, stderr says how many masked copies, tokens and forward passes the file takes (a
+FASTA read from a pipe or standard input cannot be read twice, so then it says so instead), and on a
+terminal a progress bar counts the copies. ECE masks each protein exactly as ``fairseq-validate`` masks
+record *i* of a held-out split with the same ``--seed`` and masking flags (long proteins get the same
+seeded crop), so the ECE of a FASTA binarized with ``fairseq-esm-binarize`` equals fairseq-validate's
+``ppl`` on it.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ import math
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, TextIO
 
-from fairseq_esm.cli.common import UsageError, add_model_args, add_out, apply_threads, run_main
-from fairseq_esm.io.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta
+from fairseq_esm.cli.common import UsageError, add_model_args, add_out, add_progress, apply_threads, run_main
+from fairseq_esm.io.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta, reads_once
 from fairseq_esm.io.mask_strategies import MASK_STRATEGIES
 
 if TYPE_CHECKING:
     from fairseq_esm.data.masking import MaskingScheme
+    from fairseq_esm.inference.scoring import Workload
     from fairseq_esm.modules.alphabet import Alphabet
     from fairseq_esm.modules.esm1 import ESM1
 
@@ -35,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: model and batching, what to compute, the masking, the residue policy."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-score", description=DESCRIPTION)
     add_model_args(parser)
+    add_progress(parser)
     parser.add_argument("fasta", help="proteins to score (FASTA, plain or gzip)")
     add_out(parser, required=False, default="-", help="TSV file to write (default: stdout)")
     parser.add_argument("--metrics", nargs="+", choices=METRICS, default=["pll"],
@@ -83,14 +88,14 @@ def header(metrics: Sequence[str]) -> list[str]:
 
 
 def score_chunk(model: ESM1, alphabet: Alphabet, group: list[tuple[int, str, str]], args: argparse.Namespace,
-                scheme: MaskingScheme, totals: Totals) -> list[list[str]]:
-    """TSV rows for one group of proteins; adds to ``totals``."""
+                scheme: MaskingScheme, totals: Totals, bar: Any = None) -> list[list[str]]:
+    """TSV rows for one group of proteins; adds to ``totals``; ``bar`` (tqdm) counts the PLL's masked copies."""
     from fairseq_esm.inference.scoring import pseudo_log_likelihoods, pseudo_perplexity, random_mask_losses
 
     sequences = [seq for _, _, seq in group]
     rows = [[rid, str(len(seq))] for _, rid, seq in group]
     if "pll" in args.metrics:
-        plls = pseudo_log_likelihoods(model, alphabet, sequences, args.max_tokens)
+        plls = pseudo_log_likelihoods(model, alphabet, sequences, args.max_tokens, progress=bar)
         for row, seq, pll in zip(rows, sequences, plls):
             row += [f"{pll:.6f}", f"{pseudo_perplexity(pll, len(seq)):.6g}"]
             totals.pll += pll
@@ -102,6 +107,27 @@ def score_chunk(model: ESM1, alphabet: Alphabet, group: list[tuple[int, str, str
             totals.ce += ce
             totals.targets += n
     return rows
+
+
+def pll_estimate(model: ESM1, alphabet: Alphabet, args: argparse.Namespace) -> Optional[Workload]:
+    """The masked copies, tokens and forward passes of the file's PLL, from a first pass over the FASTA that
+    keeps only lengths (grouped as :func:`chunks` groups them); None for a source that can be read only once."""
+    from fairseq_esm.inference.scoring import Workload, pll_workload
+
+    if reads_once(args.fasta):
+        return None
+    total = Workload()
+    for group in chunks(read_fasta(args.fasta, policy_from_args(args), FastaReport())):
+        total += pll_workload(model, alphabet, [len(seq) for _, _, seq in group], args.max_tokens)
+    return total
+
+
+def describe_workload(work: Optional[Workload], max_tokens: int) -> str:
+    """The estimate line printed before PLL starts."""
+    if work is None:
+        return "pll: the input can be read only once (standard input or a pipe): no size estimate before scoring"
+    return (f"pll: {work.sequences:,} proteins, {work.copies:,} masked copies ({work.tokens:,} tokens, "
+            f"{work.padded_tokens:,} padded) in {work.forwards:,} forward passes of at most {max_tokens:,} tokens")
 
 
 def summary(args: argparse.Namespace, totals: Totals, budget: int) -> str:
@@ -138,9 +164,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = FastaReport()
     totals = Totals()
     with ExitStack() as stack:
+        bar = None
+        if "pll" in args.metrics:
+            from tqdm import tqdm
+
+            work = pll_estimate(model, alphabet, args)
+            print(describe_workload(work, args.max_tokens), file=sys.stderr)
+            # a bar only on a terminal (tqdm's disable=None), so logs and pipes stay clean
+            bar = stack.enter_context(tqdm(total=work.copies if work else None, desc="pll", unit="copy",
+                                           disable=True if args.no_progress else None, dynamic_ncols=True,
+                                           leave=False))
         out: TextIO | None = None
         for group in chunks(read_fasta(args.fasta, policy_from_args(args), report)):
-            rows = score_chunk(model, alphabet, group, args, scheme, totals)
+            rows = score_chunk(model, alphabet, group, args, scheme, totals, bar)
             if out is None:
                 out = sys.stdout if args.out == "-" else stack.enter_context(open(args.out, "w"))
                 out.write("\t".join(header(args.metrics)) + "\n")

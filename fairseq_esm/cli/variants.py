@@ -34,7 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from fairseq_esm.cli.common import UsageError, add_alias, add_model_args, add_out, apply_threads, run_main
+from fairseq_esm.cli.common import (
+    UsageError,
+    add_alias,
+    add_model_args,
+    add_out,
+    add_progress,
+    apply_threads,
+    run_main,
+)
 from fairseq_esm.inference.choices import MULTI_MODES, STRATEGIES
 from fairseq_esm.io.fasta import STDIN, FastaReport, read_fasta
 from fairseq_esm.io.residues import RESIDUE_LETTERS
@@ -56,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: model, wild type, table and its columns, strategies, outputs."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-variants", description=DESCRIPTION)
     add_model_args(parser, several=SEVERAL)
+    add_progress(parser)
     add_table_args(parser, None, f"one or more columns of measured scores, each correlated (Spearman's rho) with "
                    f"every strategy and with BLOSUM62 (default: {DEFAULT_SCORE_COL} if the table has it); an "
                    "explicitly named column must exist")
@@ -245,14 +254,24 @@ def write_table(path: str, columns: list[str], rows: list[dict[str, str]], delim
 def score_rows(args: argparse.Namespace, model: ESM1, alphabet: Alphabet, wild_type: str,
                checks: list[RowCheck]) -> dict[str, list[float | None]]:
     """Per strategy, one score per row (None for rows that are not scored)."""
-    from fairseq_esm.inference.variant_scoring import score_variants
+    from tqdm import tqdm
+
+    from fairseq_esm.inference.variant_scoring import score_variants, variant_workload
 
     todo = [i for i, c in enumerate(checks) if c.variant is not None]
+    variants = [checks[i].variant for i in todo]
     scores: dict[str, list[float | None]] = {s: [None] * len(checks) for s in args.scoring_strategy}
     for strategy in args.scoring_strategy if todo else []:
-        result = score_variants(model, alphabet, wild_type, [checks[i].variant for i in todo], strategy,
-                                args.max_tokens, args.multi_mutant)
-        print(f"{strategy}: {result.forwards:,} sequences through the model for {len(todo):,} rows", file=sys.stderr)
+        work = variant_workload(model, alphabet, wild_type, variants, strategy, args.max_tokens, args.multi_mutant)
+        print(f"{strategy}: {len(todo):,} rows need {work.copies:,} sequences through the model "
+              f"({work.tokens:,} tokens) in {work.forwards:,} forward passes of at most {args.max_tokens:,} tokens",
+              file=sys.stderr)
+        with tqdm(total=work.copies, desc=strategy, unit="seq", disable=True if args.no_progress else None,
+                  dynamic_ncols=True, leave=False) as bar:
+            result = score_variants(model, alphabet, wild_type, variants, strategy, args.max_tokens,
+                                    args.multi_mutant, progress=bar)
+        ran = result.computed if result.computed is not None else result.forwards
+        print(f"{strategy}: {ran:,} sequences through the model for {len(todo):,} rows", file=sys.stderr)
         for i, value in zip(todo, result.scores):
             scores[strategy][i] = value
     return scores
