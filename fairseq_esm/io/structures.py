@@ -163,23 +163,29 @@ def _is_mmcif(text: str) -> bool:
     return False
 
 
+def seqres_table(text: str, mmcif: bool) -> dict[str, list[str]]:
+    """Every chain's full polymer sequence as three-letter codes (SEQRES / ``_pdbx_poly_seq_scheme``), from
+    one pass over the file; chains without one are absent."""
+    table: dict[str, list[str]] = {}
+    if mmcif:
+        scheme = MMCIF2Dict(io.StringIO(text))
+        chains, names = scheme.get("_pdbx_poly_seq_scheme.pdb_strand_id"), scheme.get("_pdbx_poly_seq_scheme.mon_id")
+        positions = scheme.get("_pdbx_poly_seq_scheme.seq_id")
+        seen: set[tuple[str, str]] = set()  # microheterogeneity: several monomers at one seq_id, keep the first
+        for chain, name, position in zip(chains or (), names or (), positions or ()):
+            if (chain, position) not in seen:
+                seen.add((chain, position))
+                table.setdefault(chain, []).append(name)
+        return table
+    for line in text.splitlines():
+        if line.startswith("SEQRES") and line[19:].split():
+            table.setdefault(line[11:12], []).extend(line[19:].split())
+    return table
+
+
 def _seqres_names(text: str, mmcif: bool, chain_id: str) -> list[str] | None:
     """The chain's full polymer sequence as three-letter codes, or None when the file has none."""
-    if mmcif:
-        table = MMCIF2Dict(io.StringIO(text))
-        chains, names = table.get("_pdbx_poly_seq_scheme.pdb_strand_id"), table.get("_pdbx_poly_seq_scheme.mon_id")
-        positions = table.get("_pdbx_poly_seq_scheme.seq_id")
-        if not chains:
-            return None
-        seen, result = set(), []  # microheterogeneity: several monomers at one seq_id, keep the first
-        for chain, name, position in zip(chains, names, positions):
-            if chain == chain_id and position not in seen:
-                seen.add(position)
-                result.append(name)
-        return result or None
-    result = [name for line in text.splitlines() if line.startswith("SEQRES") and line[11:12] == chain_id
-              for name in line[19:].split()]
-    return result or None
+    return seqres_table(text, mmcif).get(chain_id)
 
 
 def _parse(path: Path, text: str, mmcif: bool):
@@ -233,13 +239,15 @@ def load_chain(path: str | Path, chain_id: str | None = None) -> ChainStructure:
     return chain_structure(path, text, mmcif, pick_chain(path, model, chain_id))
 
 
-def chain_structure(path: Path, text: str, mmcif: bool, chain) -> ChainStructure:
-    """A parsed chain on its full (SEQRES / poly_seq) sequence, with its Cβ coordinates placed."""
+def chain_structure(path: Path, text: str, mmcif: bool, chain,
+                    seqres: dict[str, list[str]] | None = None) -> ChainStructure:
+    """A parsed chain on its full (SEQRES / poly_seq) sequence, with its Cβ coordinates placed; ``seqres`` is
+    the file's :func:`seqres_table` when the caller has it (several chains of one file), else it is read."""
     residues = _amino_acids(chain)
     observed, nonstandard, skipped = one_letter([r.get_resname() for r in residues])
     observed_coords = np.stack([_cb_coord(r) for r in residues])
     numbers = np.array([r.id[1] for r in residues])
-    reference = _seqres_names(text, mmcif, chain.id)
+    reference = _seqres_names(text, mmcif, chain.id) if seqres is None else seqres.get(chain.id)
     sequence = observed
     if reference is not None:
         sequence, nonstandard, skipped = one_letter(reference)
