@@ -190,7 +190,8 @@ def without_timings(log: str) -> dict[int, dict]:
     return {u: {k: v for k, v in r.items() if k not in TIMINGS} for u, r in update_stats(log).items()}
 
 
-@pytest.mark.parametrize("layout", ["plain", pytest.param("cluster_sampling", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 4 processes, two runs: behind `make test-all` (the 2-rank test covers DDP in `make test`)
+@pytest.mark.parametrize("layout", ["plain", "cluster_sampling"])
 def test_four_ranks_on_two_nodes_read_each_protein_once_per_epoch_and_resume_exactly(
         layout, sharded, rank_logging_bin, tmp_path):
     data = f"{sharded / 'shard0'}:{sharded / 'shard1'}"

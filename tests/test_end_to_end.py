@@ -81,6 +81,7 @@ def test_fairseq_train_then_validate(data_bin: Path, tmp_path: Path):
     assert abs(2 ** float(stats["valid_loss"]) - ppl) < 0.05 * ppl
 
 
+@pytest.mark.slow  # two more fairseq runs; bit-identical runs are covered by test_determinism in make test
 def test_validation_is_deterministic(data_bin: Path, tmp_path: Path):
     """Same checkpoint, same seed → the same masked held-out set and the same ECE."""
     save = tmp_path / "ckpt"

@@ -245,6 +245,7 @@ def test_mid_epoch_position_skips_exactly_the_batches_already_trained(layouts, t
         assert sorted(ids.tolist()) == list(range(TRAIN_PROTEINS))  # neither repeats nor skips a protein
 
 
+@pytest.mark.slow  # three fairseq-train runs; ESM-2's fairseq-train path is also in test_esm2_tools (make test)
 def test_esm2_with_cluster_sampling_stops_and_continues_exactly(layouts, tmp_path):
     """ESM-2 trains through the same task, criterion and checkpoints: stopped in epoch 2 of a UR50/D run and
     rerun, it logs and ends exactly as the uninterrupted run (weights, iterator position)."""
