@@ -27,6 +27,7 @@ from fairseq_esm.data.epoch_batches import Batches, CompactEpochBatchIterator, b
 from fairseq_esm.data.item_rng import item_rng
 from fairseq_esm.data.sized import length_order, stable_argsort
 from fairseq_esm.data.stored_records import StoredRecords
+from fairseq_esm.errors import InputError
 from fairseq_esm.tasks.protein_mlm import ProteinMLMConfig, ProteinMLMTask
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -195,6 +196,9 @@ def test_batch_cache_forms_once_for_concurrent_ranks_and_refuses_a_broken_entry(
     bounds.write_bytes(bounds.read_bytes()[:100])
     assert shared_rank(cache, sizes, log) == results[0] and log.read_text() == "formed\n" * 2
     assert "ignoring the unreadable batch cache entry" in caplog.text
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="--batch-cache-dir .*file: not a directory"):
+        shared_batches(tmp_path / "file", sizes, (True, 3, 1), {}, lambda: pytest.fail("formed"))
 
 
 def shared_rank(cache: Path, sizes: np.ndarray, log: Path) -> list[list[int]]:

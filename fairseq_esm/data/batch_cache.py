@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from fairseq_esm.data.epoch_batches import Batches
+from fairseq_esm.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ def shared_batches(directory: str | os.PathLike, sizes: np.ndarray, tie_break: t
     removes the others with the same ``options``.
     """
     folder = Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--batch-cache-dir {folder}: not a directory; give a node-local directory (it is created)")
     folder.mkdir(parents=True, exist_ok=True)
     prefix = f"batches-{options_digest(options)}"
     stem = folder / f"{prefix}-{content_digest(sizes, tie_break)}"
