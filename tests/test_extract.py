@@ -294,7 +294,7 @@ def test_npz_shards_match_pt_and_resume(official_checkpoint, sample_proteins, tm
     ("layer_too_low", "layer -5 does not exist"),
     ("attentions_of_windowed", "--long truncate"),
     ("attentions_in_shards", "--format pt"),
-    ("fp16_on_cpu", "need a GPU"),
+    ("fp16_on_cpu", "--fp16 needs a GPU"),
     ("duplicate_error", "duplicate id"),
     ("other_settings", "other settings"),
     ("no_out", "pass --out"),

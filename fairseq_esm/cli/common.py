@@ -9,6 +9,7 @@ The flags (one spelling across every tool; docs/cli.md lists them per tool):
 ``--device``        torch device (default: cuda if available, else cpu)
 ``--threads``       CPU threads the tool may use: torch intra-op threads and those of any program it runs
 ``--no-progress``   no progress bar on stderr
+``--bf16``          bfloat16 matrix multiplies (``--fp16``: float16 on a GPU; ``--int8``: int8 linear layers on a CPU)
 ==================  ===========================================================================
 
 Old spellings stay as hidden aliases that print a one-line deprecation note. Heavy libraries (torch, fairseq)
@@ -116,10 +117,51 @@ def add_checkpoint_args(parser: argparse.ArgumentParser, device: Optional[str] =
 
 
 def add_model_args(parser: argparse.ArgumentParser, max_tokens: int = 4096, device: Optional[str] = None,
-                   threads_help: Optional[str] = None, several: Optional[str] = None) -> None:
-    """:func:`add_checkpoint_args` plus ``--max-tokens``: what running a model on proteins needs."""
+                   threads_help: Optional[str] = None, several: Optional[str] = None, precision: bool = True) -> None:
+    """:func:`add_checkpoint_args` plus ``--max-tokens`` and (unless the tool trains the model) the precision
+    flags: what running a model on proteins needs."""
     add_checkpoint_args(parser, device, threads_help, several)
     add_max_tokens(parser, max_tokens)
+    if precision:
+        add_precision(parser)
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    """``--bf16`` / ``--fp16`` / ``--int8``: the precision of the model's matrix multiplies (default float32)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--bf16", action="store_true",
+                       help="bfloat16 matrix multiplies, LayerNorms and residual stream in float32 (CPUs with "
+                       "avx512_bf16/amx_bf16, and GPUs)")
+    group.add_argument("--fp16", action="store_true", help="float16 matrix multiplies (GPU only)")
+    group.add_argument("--int8", action="store_true",
+                       help="dynamically quantised int8 linear layers (CPU only; the fast choice on CPUs without "
+                       "bfloat16 instructions)")
+
+
+def precision_of(args: argparse.Namespace) -> str:
+    """``fp32``, ``bf16``, ``fp16`` or ``int8`` from the precision flags."""
+    return next((name for name in ("bf16", "fp16", "int8") if getattr(args, name, False)), "fp32")
+
+
+def load_inference_model(args: argparse.Namespace, path: Optional[str] = None, device: Optional[Any] = None,
+                         quiet: bool = False) -> tuple[Any, Any]:
+    """(model, alphabet) of ``path`` (default ``args.checkpoint``) on ``--device`` (or ``device``) in the
+    precision the flags ask for; a precision the device cannot run is a usage error, and ``--bf16`` on a CPU
+    without bfloat16 instructions gets a note (unless ``quiet``: said once already)."""
+    from fairseq_esm.checkpoints import load_model, pick_device
+    from fairseq_esm.modules.precision import check_precision, cpu_has_bf16, set_precision
+
+    device = pick_device(args.device) if device is None else device
+    precision = precision_of(args)
+    try:
+        check_precision(precision, device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16() and not quiet:
+        print("note: this CPU lists no bfloat16 instructions (avx512_bf16, amx_bf16): --bf16 is emulated and "
+              "slower than float32 here; --int8 is the fast option", file=sys.stderr)
+    model, alphabet = load_model(args.checkpoint if path is None else path, device, args.allow_unsafe)
+    return set_precision(model, precision), alphabet
 
 
 def thread_count(args: argparse.Namespace) -> int:

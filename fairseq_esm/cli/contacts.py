@@ -24,6 +24,7 @@ from fairseq_esm.cli.common import (
     add_out,
     add_positional_out,
     apply_threads,
+    load_inference_model,
     out_or_positional,
     run_main,
 )
@@ -80,10 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_contact_model(args: argparse.Namespace, uses_regression: bool) -> tuple[ESM1, Alphabet]:
     """Model and alphabet; installs ``--regression``; warns when contacts would be uncalibrated."""
-    from fairseq_esm.checkpoints import load_model, pick_device
     from fairseq_esm.inference.contacts import install_regression, load_regression, regression_is_fitted
 
-    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_inference_model(args)
     regression = getattr(args, "regression", None)
     if regression:
         fitted = load_regression(regression, args.allow_unsafe)

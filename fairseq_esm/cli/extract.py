@@ -32,7 +32,9 @@ from fairseq_esm.cli.common import (
     add_positional_out,
     add_progress,
     apply_threads,
+    load_inference_model,
     out_or_positional,
+    precision_of,
     run_main,
 )
 from fairseq_esm.inference.choices import INCLUDE, LONG_MODES
@@ -111,9 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
     long.add_argument("--truncation-seq-length", type=int, metavar="N",
                       help="fair-esm's flag: --max-residues N with --long truncate")
     add_alias(parser, "--truncation-seq-length", "--truncation_seq_length")
-    precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_true", help="run the model in float16 (GPU only)")
-    precision.add_argument("--bf16", action="store_true", help="run the model in bfloat16 (GPU only)")
     parser.add_argument("--nogpu", action=_NoGpu)
     add_progress(parser)
     add_policy_args(parser)
@@ -135,8 +134,6 @@ def check_args(args: argparse.Namespace, device: torch.device) -> None:
         raise UsageError("--max-tokens, --shard-size and --sort-window must be positive")
     if args.format == "npz-shards" and "attentions" in args.include:
         raise UsageError("attention maps are written only with --format pt (one file per protein)")
-    if (args.fp16 or args.bf16) and device.type == "cpu":
-        raise UsageError("--fp16/--bf16 need a GPU; on the CPU the model runs in float32")
 
 
 def build_spec(args: argparse.Namespace, model: ESM1, alphabet: Alphabet) -> ExtractSpec:
@@ -158,7 +155,7 @@ def settings(args: argparse.Namespace, spec: ExtractSpec, model: ESM1) -> dict:
     weights = model.embed_tokens.weight.detach().float().cpu().numpy().tobytes()
     return {"format": args.format, "layers": list(spec.layers), "include": sorted(spec.include),
             "long": spec.long, "max_residues": spec.max_residues, "window_overlap": spec.overlap,
-            "dtype": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32", "model": model.generation.name,
+            "dtype": precision_of(args), "model": model.generation.name,
             "num_layers": model.num_layers, "embedding_sha1": hashlib.sha1(weights).hexdigest()[:16]}
 
 
@@ -249,10 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_threads(args)
     fold_args(args)
-    import torch
     from tqdm import tqdm
 
-    from fairseq_esm.checkpoints import load_model, pick_device
+    from fairseq_esm.checkpoints import pick_device
     from fairseq_esm.inference.extract import ExtractStats, extract_representations
     from fairseq_esm.inference.output import check_settings, open_writer
 
@@ -260,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_args(args, device)
     report = FastaReport()
     records = peek(read_fasta(args.fasta, policy_from_args(args), report), args.fasta)
-    model, alphabet = load_model(args.checkpoint, device, args.allow_unsafe)
+    model, alphabet = load_inference_model(args, device=device)
     spec = build_spec(args, model, alphabet)
     args.out.mkdir(parents=True, exist_ok=True)
     try:  # an output directory of another run: refuse to mix its outputs with ours
@@ -268,8 +264,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         writer = open_writer(args.format, args.out, args.shard_size)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if args.fp16 or args.bf16:
-        model = model.to(torch.float16 if args.fp16 else torch.bfloat16)
     stats, long, start = ExtractStats(), LongProteins(), time.perf_counter()
     try:  # closing flushes the results already computed, also when interrupted
         with tqdm(unit="protein", file=sys.stderr, disable=True if args.no_progress else None) as bar:

@@ -53,7 +53,7 @@ TITLES = {"finetuned": "fine-tuned ρ", "zero_shot": "zero-shot ρ", "blosum62":
 def build_parser() -> argparse.ArgumentParser:
     """The command line: model, table and its columns, wild type, folds and optimisation, outputs."""
     parser = argparse.ArgumentParser(prog="fairseq-esm-finetune-variants", description=DESCRIPTION)
-    add_model_args(parser)
+    add_model_args(parser, precision=False)
     add_table_args(parser, ["DMS_score"], "one or more columns of measured scores, each cross-validated in turn on "
                    "its own numeric rows (default DMS_score)")
     parser.add_argument("--fold-scheme", nargs="+", choices=FOLD_SCHEMES, default=list(FOLD_SCHEMES),

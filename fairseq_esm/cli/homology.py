@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from fairseq_esm.cli.common import UsageError, add_model_args, add_progress, apply_threads, run_main
+from fairseq_esm.cli.common import (
+    UsageError,
+    add_model_args,
+    add_progress,
+    apply_threads,
+    load_inference_model,
+    precision_of,
+    run_main,
+)
 from fairseq_esm.io.hmmer_search import TOOLS, HmmerResult, all_vs_all, hmmer_program
 
 if TYPE_CHECKING:
@@ -164,10 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_faiss()
     for tool in args.hmm:
         hmmer_program(tool)  # before any embedding is computed
-    from fairseq_esm.checkpoints import load_model, pick_device, untrained_like
+    from fairseq_esm.checkpoints import untrained_like
     from fairseq_esm.evaluation.remote_homology import LEVELS, composition, load_scope_set, pair_counts
+    from fairseq_esm.modules.precision import set_precision
 
-    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_inference_model(args)
     data = load_scope_set(args.fasta, args.max_length, args.max_domains, args.seed)
     if len(data.domains) < 2:
         raise UsageError(f"{args.fasta}: {len(data.domains)} domain(s) left to evaluate; need at least 2")
@@ -177,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     rows = rows_for(label, mean_embeddings(model, alphabet, sequences, args.max_tokens, label, progress), sccs)
     if args.untrained:
-        untrained = untrained_like(model, alphabet, args.seed)
+        untrained = set_precision(untrained_like(model, alphabet, args.seed), precision_of(args))
         embeddings = mean_embeddings(untrained, alphabet, sequences, args.max_tokens, "untrained", progress)
         rows += rows_for(f"untrained (same shape, seed {args.seed})", embeddings, sccs)
     if args.composition:

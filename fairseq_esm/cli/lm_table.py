@@ -15,7 +15,16 @@ import json
 import logging
 from pathlib import Path
 
-from fairseq_esm.cli.common import UsageError, add_max_tokens, add_progress, add_threads, apply_threads, run_main
+from fairseq_esm.cli.common import (
+    UsageError,
+    add_max_tokens,
+    add_precision,
+    add_progress,
+    add_threads,
+    apply_threads,
+    precision_of,
+    run_main,
+)
 
 logger = logging.getLogger(__name__)
 COLUMNS = ("model", "scored on", "parameters", "targets", "ECE", "paper ECE")
@@ -44,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_max_tokens(parser, 8192)
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     add_threads(parser)
+    add_precision(parser)
     add_progress(parser)
     parser.add_argument("--markdown", type=Path, help="write the table here")
     parser.add_argument("--json", type=Path, help="write the rows here")
@@ -52,8 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def model_row(label: str, model, task, criterion, args: argparse.Namespace) -> dict:
     """Score one model on the subset and describe it as a table row."""
+    from fairseq_esm.modules.esm1 import ESM1
+    from fairseq_esm.modules.precision import set_precision
     from fairseq_esm.tasks.heldout import score_split
 
+    precision = precision_of(args)
+    if precision != "fp32":
+        if not isinstance(model, ESM1):
+            raise UsageError(f"--{precision} applies to ESM models; {label} is a {type(model).__name__}: score it "
+                             "in a run without the flag")
+        try:
+            set_precision(model.eval().to(args.device), precision)
+        except ValueError as err:  # a precision the device cannot run
+            raise UsageError(str(err)) from None
     result = score_split(model, task, criterion, args.subset, args.max_tokens, progress=not args.no_progress,
                          device=args.device)
     scored = "masked targets" if "Masked" in result.criterion else "every residue"

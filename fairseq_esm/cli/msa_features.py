@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from fairseq_esm.cli.common import UsageError, add_alias, add_model_args, add_out, add_progress, apply_threads, run_main
+from fairseq_esm.cli.common import (
+    UsageError,
+    add_alias,
+    add_model_args,
+    add_out,
+    add_progress,
+    apply_threads,
+    load_inference_model,
+    run_main,
+)
 from fairseq_esm.io.a3m import AlignedRow, read_a3m
 from fairseq_esm.io.file_names import file_stems
 
@@ -79,9 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_rows < 1 or args.cov_k < 0:
         raise UsageError("--max-rows must be >= 1 and --cov-k >= 0")
     msas = [read_a3m(path, args.max_rows) for path in args.a3m]
-    from fairseq_esm.checkpoints import load_model, pick_device
 
-    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_inference_model(args)
     projection = None
     if args.cov_k:
         projection = np.load(args.pca) if args.pca else query_pca(model, alphabet, msas, args)

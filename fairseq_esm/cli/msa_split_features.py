@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from fairseq_esm.cli.common import UsageError, add_alias, add_model_args, add_progress, apply_threads, run_main
+from fairseq_esm.cli.common import (
+    UsageError,
+    add_alias,
+    add_model_args,
+    add_progress,
+    apply_threads,
+    load_inference_model,
+    run_main,
+)
 from fairseq_esm.io.a3m import read_a3m
 from fairseq_esm.io.msa_search import search_msas
 
@@ -146,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     if not present:
         raise UsageError(f"{args.data}: none of the splits {', '.join(args.splits)} found; build the data dir with "
                          "fairseq-esm-structure-dataset")
-    from fairseq_esm.checkpoints import load_model, pick_device
 
-    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_inference_model(args)
     projection = train_projection(model, alphabet, args)
     for split in args.splits:
         if not (args.data / f"{split}.names.txt").exists():

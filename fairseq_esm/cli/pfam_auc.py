@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from fairseq_esm.cli.common import UsageError, add_model_args, add_progress, apply_threads, run_main
+from fairseq_esm.cli.common import (
+    UsageError,
+    add_model_args,
+    add_progress,
+    apply_threads,
+    load_inference_model,
+    precision_of,
+    run_main,
+)
 
 if TYPE_CHECKING:
     from fairseq_esm.modules.alphabet import Alphabet
@@ -99,12 +107,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.max_seqs < 2 or args.max_pairs < 1:
         raise UsageError("--max-seqs must be at least 2 and --max-pairs at least 1")
     files = alignment_files(args.sto_dir, args.pattern)
-    from fairseq_esm.checkpoints import load_model, pick_device, untrained_like
+    from fairseq_esm.checkpoints import untrained_like
+    from fairseq_esm.modules.precision import set_precision
 
-    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_inference_model(args)
     label = f"untrained (same shape, seed {args.seed})" if args.untrained else f"trained ({args.checkpoint})"
     if args.untrained:
-        model = untrained_like(model, alphabet, args.seed)
+        model = set_precision(untrained_like(model, alphabet, args.seed), precision_of(args))
     rows, skipped = score_families(model, alphabet, files, args)
     if not rows:
         raise UsageError("no family could be scored: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))

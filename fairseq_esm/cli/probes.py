@@ -27,6 +27,7 @@ from fairseq_esm.cli.common import (
     add_model_args,
     add_progress,
     apply_threads,
+    load_inference_model,
     run_main,
     thread_count,
 )
@@ -222,9 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_threads(args)
     check_args(args)
-    from fairseq_esm.checkpoints import load_model, pick_device
 
-    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_inference_model(args)
     domains, counts = load_domains(args)
     print(describe(counts, args.folds))
     parts = level_partitions(domains, args.levels, args.folds, args.seed)

@@ -20,7 +20,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, TextIO
 
-from fairseq_esm.cli.common import UsageError, add_model_args, add_out, add_progress, apply_threads, run_main
+from fairseq_esm.cli.common import (
+    UsageError,
+    add_model_args,
+    add_out,
+    add_progress,
+    apply_threads,
+    load_inference_model,
+    run_main,
+)
 from fairseq_esm.io.fasta import FastaReport, add_policy_args, policy_from_args, read_fasta, reads_once
 from fairseq_esm.io.mask_strategies import MASK_STRATEGIES
 
@@ -153,11 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     apply_threads(args)
     if not 0 < args.mask_prob < 1:
         raise UsageError(f"--mask-prob {args.mask_prob} must be between 0 and 1")
-    from fairseq_esm.checkpoints import load_model, pick_device
     from fairseq_esm.data.masking import masking_scheme
     from fairseq_esm.modules.batching import residue_budget
 
-    model, alphabet = load_model(args.checkpoint, pick_device(args.device), args.allow_unsafe)
+    model, alphabet = load_inference_model(args)
     scheme = masking_scheme(alphabet, args.mask_prob, args.leave_unmasked_prob, args.random_token_prob,
                             args.mask_strategy)
     budget = residue_budget(model.max_positions(), alphabet)

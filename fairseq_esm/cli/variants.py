@@ -41,6 +41,7 @@ from fairseq_esm.cli.common import (
     add_out,
     add_progress,
     apply_threads,
+    load_inference_model,
     run_main,
 )
 from fairseq_esm.inference.choices import MULTI_MODES, STRATEGIES
@@ -368,7 +369,7 @@ def score_checkpoints(args: argparse.Namespace, wild_type: str, codes: list[str]
     """Load the checkpoints one at a time, check the rows once (against the smallest context of the models) and
     draw the --max-variants subsample, score every row with each model; returns the checks, their report and
     model label -> strategy -> one score per row."""
-    from fairseq_esm.checkpoints import load_model, pick_device
+    from fairseq_esm.checkpoints import pick_device
     from fairseq_esm.inference.variant_scoring import needs_one_window
     from fairseq_esm.io.mutations import check_rows, sample_rows
     from fairseq_esm.modules.batching import residue_budget
@@ -382,7 +383,7 @@ def score_checkpoints(args: argparse.Namespace, wild_type: str, codes: list[str]
     for n, (path, label) in enumerate(zip(args.checkpoint, labels), start=1):
         if several:
             print(f"model {n} of {len(labels)}: {path} (columns *_{label})", file=sys.stderr)
-        model, alphabet = load_model(path, device, args.allow_unsafe)
+        model, alphabet = load_inference_model(args, path, device, quiet=n > 1)
         if checks is None:
             one_window = any(needs_one_window(s, args.multi_mutant) for s in args.scoring_strategy)
             span = residue_budget(context or model.max_positions(), alphabet) if one_window else None

@@ -39,7 +39,12 @@ class ContactPredictionHead(nn.Module):
         self.regression = nn.Linear(in_features, 1)
 
     def forward(self, tokens: Tensor, attentions: Tensor) -> Tensor:
-        """tokens (B, T), attentions (B, L, H, T, T) -> contact probabilities (B, T', T')."""
+        """tokens (B, T), attentions (B, L, H, T, T) -> contact probabilities (B, T', T') (never autocast: the
+        regression weighs hundreds of maps and needs the regression's own precision)."""
+        with torch.autocast(attentions.device.type, enabled=False):
+            return self._probabilities(tokens, attentions.to(self.regression.weight))
+
+    def _probabilities(self, tokens: Tensor, attentions: Tensor) -> Tensor:
         if self.append_eos:
             # eos sits at a different column in each padded row: zero it, then drop the last column
             not_eos = tokens.ne(self.eos_idx).to(attentions)
@@ -49,7 +54,7 @@ class ContactPredictionHead(nn.Module):
             attentions = attentions[..., 1:, 1:]
         batch, layers, heads, length, _ = attentions.shape
         features = apc(symmetrize(attentions.reshape(batch, layers * heads, length, length)))  # (B, LH, T', T')
-        features = features.to(self.regression.weight).permute(0, 2, 3, 1)  # (B, T', T', LH)
+        features = features.permute(0, 2, 3, 1)  # (B, T', T', LH)
         return self.regression(features).squeeze(-1).sigmoid()
 
     def stream(self, tokens: Tensor, padding_mask: Tensor) -> "ContactStream":
@@ -81,7 +86,12 @@ class ContactStream:
         self.features_added = 0  # (layer, head) maps folded in so far
 
     def add(self, attention: Tensor) -> None:
-        """Fold one layer's (B, H, T, S) maps (S = T, or T + 1 with ESM-1's bias key) into the logits."""
+        """Fold one layer's (B, H, T, S) maps (S = T, or T + 1 with ESM-1's bias key) into the logits (never
+        autocast; low-precision maps are widened to the running sums' dtype first)."""
+        with torch.autocast(attention.device.type, enabled=False):
+            self._add(attention.to(torch.promote_types(attention.dtype, self.dtype)))
+
+    def _add(self, attention: Tensor) -> None:
         weight = self.head.regression.weight[0]  # (L * H,) layer-major, as fair-esm's view(B, L * H, T, T)
         first, heads = self.features_added, attention.size(1)
         if first + heads > weight.numel():

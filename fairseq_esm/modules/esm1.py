@@ -67,6 +67,8 @@ class ESM1(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.generation = generation
+        #: set by :func:`fairseq_esm.modules.precision.set_precision`: forward runs under autocast to this dtype
+        self.compute_dtype: Optional[torch.dtype] = None
         self.padding_idx = alphabet.padding_idx
         self.mask_idx = alphabet.mask_idx
         self.token_dropout = cfg.token_dropout
@@ -155,6 +157,22 @@ class ESM1(nn.Module):
 
         As in fair-esm, ``return_contacts`` also returns the attention maps unless ``need_head_weights`` is
         False: then the contacts are folded in layer by layer and no (B, L, H, T, T) tensor is ever built."""
+        if self.compute_dtype is None:
+            return self._forward(src_tokens, repr_layers, need_head_weights, return_contacts, masked_tokens)
+        with torch.autocast(src_tokens.device.type, dtype=self.compute_dtype):
+            result = self._forward(src_tokens, repr_layers, need_head_weights, return_contacts, masked_tokens)
+        return {key: {layer: x.float() for layer, x in value.items()} if key == "representations" else value.float()
+                for key, value in result.items()}
+
+    def _forward(
+        self,
+        src_tokens: Tensor,
+        repr_layers: Iterable[int],
+        need_head_weights: Optional[bool],
+        return_contacts: bool,
+        masked_tokens: Optional[Tensor],
+    ) -> dict:
+        """:meth:`forward` at the model's own precision."""
         if need_head_weights is None:
             need_head_weights = return_contacts  # fair-esm: contacts come with the maps they are made from
         stream_contacts = return_contacts and not need_head_weights

@@ -11,7 +11,9 @@ import fairseq_esm.data  # noqa: F401  (settles fairseq's import-time logging fi
 from fairseq_esm import criterions, models  # noqa: F401  (registrations)
 from fairseq_esm.errors import install_excepthook
 from fairseq_esm.tasks import contact_probe, mutational_effect, protein_contacts, protein_mlm, protein_ss8  # noqa: F401
+from fairseq_esm.tasks.bf16_on_cpu import install_bf16_on_cpu
 from fairseq_esm.tasks.fairseq_checkpoint import install_checkpoint_reader
 
 install_checkpoint_reader()
+install_bf16_on_cpu()
 install_excepthook()
