@@ -129,6 +129,7 @@ def precision_table(chains: Sequence[ChainStructure], maps: Sequence[np.ndarray]
 
 def run_fit(args: argparse.Namespace) -> int:
     """``fit``: the regression on the structures' attention features; its training-set precision."""
+    from fairseq_esm.checkpoints import load_model
     from fairseq_esm.checkpoints.pt_files import export_official, official_name_problem
     from fairseq_esm.inference.contacts import (
         attention_features,
@@ -164,8 +165,10 @@ def run_fit(args: argparse.Namespace) -> int:
     maps = predict_batch(model, alphabet, [c.sequence for c in chains], args.max_tokens)
     print("training-set precision (optimistic: fitted on these chains):")
     print("\n".join(precision_table(chains, maps)))
-    if args.write_checkpoint:
-        written = export_official(model.cpu(), args.write_checkpoint)
+    if args.write_checkpoint:  # the stored weights, not the --bf16/--int8 copy the fit ran on
+        full, _ = load_model(args.checkpoint, "cpu", args.allow_unsafe)
+        install_regression(full, regression.coef, regression.intercept)
+        written = export_official(full, args.write_checkpoint)
         print("wrote " + " and ".join(str(p) for p in written))
     return 0
 

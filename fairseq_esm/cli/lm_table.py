@@ -66,20 +66,20 @@ def model_row(label: str, model, task, criterion, args: argparse.Namespace) -> d
     from fairseq_esm.modules.precision import set_precision
     from fairseq_esm.tasks.heldout import score_split
 
-    precision = precision_of(args)
-    if precision != "fp32":
-        if not isinstance(model, ESM1):
-            raise UsageError(f"--{precision} applies to ESM models; {label} is a {type(model).__name__}: score it "
-                             "in a run without the flag")
+    precision, parameters = precision_of(args), sum(p.numel() for p in model.parameters())
+    if isinstance(model, ESM1):
         try:
-            set_precision(model.eval().to(args.device), precision)
+            set_precision(model.to(args.device), precision)
         except ValueError as err:  # a precision the device cannot run
             raise UsageError(str(err)) from None
+    elif precision != "fp32":
+        raise UsageError(f"--{precision} applies to ESM models; {label} is a {type(model).__name__}: score it in a "
+                         "run without the flag")
     result = score_split(model, task, criterion, args.subset, args.max_tokens, progress=not args.no_progress,
                          device=args.device)
     scored = "masked targets" if "Masked" in result.criterion else "every residue"
     logger.info(f"{label}: ECE {result.ece:.3f} over {result.targets:,} {scored}")
-    return {"model": label, "scored on": scored, "parameters": result.parameters, "targets": result.targets,
+    return {"model": label, "scored on": scored, "parameters": parameters, "targets": result.targets,
             "ECE": result.ece, "accuracy": result.accuracy}
 
 

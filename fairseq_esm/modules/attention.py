@@ -43,6 +43,8 @@ class SelfAttention(nn.Module):
         self, x: Tensor, key_padding_mask: Optional[Tensor]
     ) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
         """Queries, keys, values (B, H, T|S, D) and the keep-mask (B, 1, 1, S) or None."""
+        if torch.is_autocast_enabled(x.device.type):  # cast once for the three projections, not once each
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         if self.rot_emb is not None:
             q, k = self.rot_emb(q, k)
