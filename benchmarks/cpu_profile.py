@@ -12,8 +12,8 @@ Workloads, each run once to warm up and then ``--repeats`` times under ``torch.p
 shapes); the fastest run is shown (on a shared CPU the slow ones are the ones other processes disturbed):
 
 * ``extract``: ``model(tokens, repr_layers=[last])`` under ``torch.inference_mode`` in eval mode, as
-  ``fairseq-esm extract`` runs it; ``bf16`` / ``int8`` through ``fairseq_esm.modules.precision.set_precision``
-  (bf16: linear weights cast, forward under CPU autocast, LayerNorm and residual stream fp32).
+  ``fairseq-esm-extract`` runs it, through ``fairseq_esm.modules.precision.set_precision`` in every dtype (linear
+  weights packed for oneDNN; bf16: forward under CPU autocast, LayerNorm and residual stream fp32).
 * ``train``: zero_grad, masked-LM forward at the 15% masked positions, fp32 log_softmax + NLL (the
   ``esm_masked_lm`` criterion), backward, Adam step. ``bf16`` is what ``fairseq-train --bf16 --cpu`` does: the
   whole model ``.to(torch.bfloat16)``, grads copied into a flat fp32 master copy, ``torch.optim.Adam`` on the
@@ -56,7 +56,8 @@ from train_speed import Batch, masked, sample_proteins  # noqa: E402
 HEADS = 20
 MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul", "aten::baddbmm", "aten::addbmm",
           "aten::mv", "aten::_addmm_activation", "aten::mkldnn_linear", "aten::_mkldnn_matmul"}
-MATMUL_PARTS = ("mkldnn_matmul", "onednn", "quantized::linear", "linear_dynamic", "fbgemm_linear", "_weight_int8")
+MATMUL_PARTS = ("mkldnn_matmul", "_linear_pointwise", "onednn", "quantized::linear", "linear_dynamic", "fbgemm_linear",
+                "_weight_int8")
 ATTENTION_PARTS = ("scaled_dot_product", "flash_attention", "efficient_attention")
 SOFTMAX_PARTS = ("softmax", "cross_entropy", "nll_loss")
 CASTS = {"aten::to", "aten::_to_copy", "aten::type_as"}
@@ -246,9 +247,7 @@ def prepare(workload: str, dtype: str, args: argparse.Namespace, batch: Batch) -
 
     model = build_model(args.width, args.layers, args.heads)
     if workload == "extract":
-        model.eval()
-        if dtype != "fp32":
-            set_precision(model, dtype)
+        set_precision(model, dtype)  # what the tools do, float32 included (oneDNN-packed linears on CPUs)
         return extract_step(model, batch)
     model.train()
     if dtype == "bf16":
@@ -298,7 +297,8 @@ def measure(workload: str, dtype: str, args: argparse.Namespace, batch: Batch) -
 
 def print_result(result: dict[str, Any]) -> None:
     """The category table and the top ops of one (workload, dtype)."""
-    label = {"fp32": "fp32", "int8": "int8 (set_precision)",
+    label = {"fp32": "fp32 (set_precision: oneDNN-packed linears)" if result["workload"] == "extract" else "fp32",
+             "int8": "int8 (set_precision)",
              "bf16": "bf16 (set_precision: bf16 linears + autocast)" if result["workload"] == "extract"
              else "bf16 (model .to(bf16) + fp32 master Adam, as fairseq-train --bf16 --cpu)"}[result["dtype"]]
     walls = ", ".join(f"{wall:.0f}" for wall in result["walls_ms"])
