@@ -183,10 +183,12 @@ def build_ours(width: int, layers: int) -> nn.Module:
 
 
 def ours_extract(ours: nn.Module, precision: str) -> Callable[[torch.Tensor], Any]:
-    """Our forward with the last layer's representations, after ``set_precision(precision)``."""
+    """Our forward with the last layer's representations, after ``set_precision(precision)`` (``aten``: without
+    it, torch's own ``F.linear`` in float32, as before the packed layers)."""
     from fairseq_esm.modules.precision import set_precision
 
-    model = set_precision(copy.deepcopy(ours).eval(), precision)
+    model = copy.deepcopy(ours).eval()
+    model = model if precision == "aten" else set_precision(model, precision)
     return lambda tokens: model(tokens, repr_layers=[model.num_layers])
 
 
@@ -264,6 +266,8 @@ Factory = Callable[[nn.Module, Path], Callable[[Batch], Any]]
 EXTRACTION: dict[str, tuple[str, str, str, Factory]] = {
     "ours fp32": ("ours", "fp32", "set_precision fp32: oneDNN-packed linears on CPUs",
                   lambda o, t: ours_extract(o, "fp32")),
+    "ours fp32 aten": ("ours", "fp32", "float32 through torch's F.linear (MKL on x86), no set_precision",
+                       lambda o, t: ours_extract(o, "aten")),
     "ours bf16": ("ours", "bf16", "set_precision bf16: oneDNN-packed bf16 linears + autocast",
                   lambda o, t: ours_extract(o, "bf16")),
     "ours int8": ("ours", "int8", "set_precision int8: dynamic int8 linear layers",
