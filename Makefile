@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: env tools demo test test-all bench bench-extract bench-train bench-startup bench-scale table1 downstream clean
+.PHONY: env tools demo test test-all bench bench-extract bench-train bench-startup bench-scale bench-cpu table1 downstream clean
 
 env: $(STAMP) tools
 
@@ -56,6 +56,12 @@ bench-scale: env
 
 bench-train: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/train_speed.py --sizes small --repeats 3 --fairseq-train --generations esm1b,esm2
+
+# fraction of the CPU's own matmul peak reached by extraction and a training step (fp32 / bf16 / int8), against
+# HuggingFace and fair-esm on the same batches; then where the time goes (several minutes on 2 cores)
+bench-cpu: env
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/cpu_limit.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/cpu_profile.py --width 1280 --layers 2 --dtypes fp32,bf16,int8
 
 clean:
 	rm -rf runs .pytest_cache
