@@ -27,8 +27,10 @@ writes all of it. A tool that fails under a precision is reported with its error
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import gzip
+import itertools
 import json
 import math
 import os
@@ -101,6 +103,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="torch device of every tool (default cpu: --int8 is CPU-only)")
     p.add_argument("--threads", type=int, default=None, help="--threads of every tool (default: theirs)")
     p.add_argument("--work", default=None, help="directory for the tools' outputs (default: a temporary one)")
+    p.add_argument("--depth-check", metavar="ARCH",
+                   help="only: cosine of bf16/int8 vs fp32 for a random model of this named arch (e.g. "
+                   "esm1b_t33_650M_UR50S), on the first --depth-proteins proteins of the shipped UniProt sample")
+    p.add_argument("--depth-proteins", type=int, default=8, help="proteins of --depth-check (default 8)")
     p.add_argument("--json", default=None, help="write settings, commands, results and verdicts here")
     return p.parse_args(argv)
 
@@ -505,9 +511,47 @@ def check_inputs(args: argparse.Namespace) -> None:
             fail(f"{path} ({what}) not found — run make table1 first or pass {what}")
 
 
+def depth_check(arch: str, fasta: Path, count: int) -> int:
+    """Representation cosine of bf16 / int8 against fp32 for a randomly initialised model of a named arch (seed
+    0): how the error grows over a released model's depth, which the small trained model cannot show."""
+    import torch
+
+    from fairseq_esm.modules.alphabet import Alphabet
+    from fairseq_esm.modules.esm1 import ESM1, EsmConfig
+    from fairseq_esm.modules.generations import NAMED_SIZES, generation_of_arch
+    from fairseq_esm.modules.precision import set_precision
+
+    generation = generation_of_arch(arch)
+    if generation is None or arch not in NAMED_SIZES[generation.name]:
+        fail(f"--depth-check {arch}: not a named arch")
+    layers, dim, ffn, heads = NAMED_SIZES[generation.name][arch]
+    torch.manual_seed(0)
+    alphabet = Alphabet.from_architecture(generation.alphabet)
+    config = EsmConfig(layers, dim, ffn, heads, emb_layer_norm_before=generation.name != "esm2")
+    records = [(rid, seq[:1022]) for rid, seq in itertools.islice(read_fasta(fasta), count)]
+    _, _, tokens = alphabet.get_batch_converter()(records)
+    residues = tokens.ne(alphabet.padding_idx)
+    reference = None
+    print(f"{arch} (random, seed 0), {len(records)} proteins, {int(residues.sum()):,} tokens; last layer vs fp32:")
+    base = ESM1(config, alphabet, generation)
+    for precision in ("fp32", "bf16", "int8"):
+        model = set_precision(copy.deepcopy(base), precision)
+        with torch.inference_mode():
+            rep = model(tokens, repr_layers=[layers])["representations"][layers][residues]
+        del model
+        if reference is None:
+            reference = rep
+            continue
+        cosine = torch.cosine_similarity(rep, reference, dim=-1)
+        print(f"  {precision}: cosine min {cosine.min().item():.6f}, mean {cosine.mean().item():.6f}")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Measure, print the tables, write the JSON."""
     args = parse_args(argv)
+    if args.depth_check:
+        return depth_check(args.depth_check, ROOT / "examples/data/uniprot_sample.fasta.gz", args.depth_proteins)
     check_inputs(args)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="precision_accuracy_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -173,3 +173,40 @@ def test_contact_precision_within_one_point(bf16_trained, tmp_path):
     assert len(tables["fp32"]) == 3
     for precision in LOW:
         assert all(abs(tables[precision][k] - tables["fp32"][k]) <= 0.01 for k in tables["fp32"]), tables
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linear_is_the_linear_it_packs(dtype):
+    """PackedLinear (oneDNN, weights packed once) computes nn.Linear (+ exact GELU for fc1), saves and loads
+    nn.Linear's state-dict keys, and deep-copies."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from fairseq_esm.modules.precision import PackedLinear, can_pack
+
+    if not can_pack(torch.device("cpu")):
+        pytest.skip("torch built without oneDNN")
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(64, 256), torch.randn(3, 17, 64)
+    tolerance = 1e-5 if dtype == torch.float32 else 0.05
+    with torch.no_grad():
+        for gelu in (False, True):
+            packed = PackedLinear(linear, dtype, gelu=gelu)
+            expected = F.gelu(linear(x)) if gelu else linear(x)
+            assert packed(x).dtype == dtype
+            assert (packed(x).float() - expected).abs().max() < tolerance
+            assert (copy.deepcopy(packed)(x) == packed(x)).all()
+        state = packed.state_dict()
+        assert set(state) == {"weight", "bias"} and (state["weight"] == linear.weight.to(dtype)).all()
+        other = PackedLinear(torch.nn.Linear(64, 256), dtype, gelu=True)
+        other.load_state_dict(state)
+        assert (other(x) == packed(x)).all()
+
+
+def test_a_model_is_prepared_once(sample_proteins):
+    """set_precision twice is refused (weights were already packed or rounded): load the model again."""
+    model, _ = random_model("esm1b")
+    set_precision(model, "bf16")
+    with pytest.raises(ValueError, match="already prepared"):
+        set_precision(model, "fp32")

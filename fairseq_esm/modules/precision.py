@@ -66,10 +66,12 @@ class PackedLinear(nn.Module):
     oneDNN reaches (``benchmarks/cpu_limit.py`` measures both); oneDNN also skips repacking the weight on every
     bfloat16 call. The result equals ``F.linear``'s to float32 rounding (sums in another order)."""
 
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype, tokens_hint: int = TOKENS_HINT) -> None:
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype, tokens_hint: int = TOKENS_HINT,
+                 gelu: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features, self.dtype = linear.in_features, linear.out_features, dtype
-        self.tokens_hint = tokens_hint
+        #: the exact (erf) GELU is applied inside oneDNN's kernel, on the output still in cache
+        self.tokens_hint, self.applies_gelu = tokens_hint, gelu
         packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().to(dtype), tokens_hint)
         self.register_buffer("packed", packed, persistent=False)
         bias = None if linear.bias is None else linear.bias.detach().to(dtype)
@@ -77,6 +79,8 @@ class PackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out) in the packed dtype."""
+        if self.applies_gelu:
+            return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.bias, "gelu", [], "none")
         return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.bias, "none", [], "")
 
     def unpacked(self) -> nn.Linear:
@@ -103,10 +107,11 @@ class PackedLinear(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> "PackedLinear":
         # oneDNN's packed tensor has no storage to copy: pack the weight again
-        return PackedLinear(self.unpacked(), self.dtype, self.tokens_hint)
+        return PackedLinear(self.unpacked(), self.dtype, self.tokens_hint, self.applies_gelu)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.dtype}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.dtype}"
+                + (", gelu" if self.applies_gelu else ""))
 
 
 def can_pack(device: torch.device) -> bool:
@@ -116,10 +121,10 @@ def can_pack(device: torch.device) -> bool:
 
 
 def _replace_linears(part: nn.Module, make) -> None:
-    """Swap every ``nn.Linear`` inside ``part`` for ``make(linear)``."""
+    """Swap every ``nn.Linear`` inside ``part`` for ``make(linear, name)``."""
     for name, child in part.named_children():
         if isinstance(child, nn.Linear):
-            setattr(part, name, make(child))
+            setattr(part, name, make(child, name))
         else:
             _replace_linears(child, make)
 
@@ -147,7 +152,8 @@ def set_precision(model: nn.Module, precision: str, tokens_hint: int = TOKENS_HI
                 torch.ao.quantization.quantize_dynamic(part, qconfig, dtype=torch.qint8, inplace=True)
     elif can_pack(device):
         for part in heavy:
-            _replace_linears(part, lambda linear: PackedLinear(linear, dtype, tokens_hint))
+            # a Transformer layer's fc1 is always followed by the exact GELU: fold it into the kernel
+            _replace_linears(part, lambda linear, name: PackedLinear(linear, dtype, tokens_hint, gelu=name == "fc1"))
     elif dtype != torch.float32:
         for part in heavy:
             for linear in part.modules():

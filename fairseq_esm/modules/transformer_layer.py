@@ -30,5 +30,8 @@ class TransformerLayer(nn.Module):
         """x (B, T, C) -> (B, T, C) and the per-head attention (B, H, T, S) when asked for."""
         attn_out, attn = self.self_attn(self.self_attn_layer_norm(x), padding_mask, need_weights=need_head_weights)
         x = x + attn_out
-        x = x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+        hidden = self.fc1(self.final_layer_norm(x))
+        if not getattr(self.fc1, "applies_gelu", False):  # set_precision's packed fc1 applies it in its kernel
+            hidden = F.gelu(hidden)
+        x = x + self.fc2(hidden)
         return x, attn
