@@ -154,6 +154,7 @@ def test_criterion_scores_every_residue_of_the_rebuilt_protein(sample_proteins):
     assert stats["masked_ppl"] == pytest.approx(math.exp(float(log["masked_loss"]) / log["masked_size"]), abs=0.01)
 
 
+@pytest.mark.slow  # a fairseq-train run of the baseline; make table1 trains it too (make test-all)
 def test_fairseq_train_then_validate(fairseq_preprocess, sample_proteins, tmp_path):
     """The real fairseq-train with bilstm_t2_1M and bidirectional_lm, then fairseq-validate on its checkpoint."""
     data = tiny_data(fairseq_preprocess, sample_proteins)

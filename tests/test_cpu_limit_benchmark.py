@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "cpu_limit.py"
-EXTRACTION = ["ours fp32", "ours bf16", "ours int8", "HF fp32", "HF bf16-weights", "HF autocast", "fair-esm fp32",
-              "fair-esm bf16-weights"]
+EXTRACTION = ["ours fp32", "ours fp32 aten", "ours bf16", "ours int8", "HF fp32", "HF bf16-weights", "HF autocast",
+              "fair-esm fp32", "fair-esm bf16-weights"]
 TRAINING = ["ours fp32", "ours bf16 fairseq", "ours autocast", "HF fp32", "HF bf16-weights", "HF autocast",
             "fair-esm fp32", "fair-esm bf16-weights"]
 #: rows that must run (fair-esm with bf16 weights may fail: its ESM-1b token dropout promotes to float32)

@@ -184,6 +184,7 @@ def test_cli_end_to_end_json_and_markdown_agree(tmp_path, official_checkpoint):
     assert report["data"]["domains"] == len(report["domains"]) == sum(report["partition_domains"]["fold"])
 
 
+@pytest.mark.slow  # a second CLI run; the end-to-end table test stays in make test
 def test_cli_per_domain_scores_reproduce_the_table_and_draw_histograms(tmp_path, official_checkpoint):
     checkpoint = official_checkpoint("esm1b", layers=2, dim=32, ffn=64, heads=4)
     status, report, _ = run_cli(tmp_path, checkpoint, "--untrained", "--levels", "family", "fold", "--png-dir",

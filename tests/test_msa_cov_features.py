@@ -126,6 +126,7 @@ def test_first_conv_reads_the_pair_features(cov_data, backbone):
     assert not torch.allclose(logits, without)
 
 
+@pytest.mark.slow  # a fairseq-train + validate run; the pair features are checked above without one (make test-all)
 def test_fairseq_train_with_pair_features(cov_data, backbone, tmp_path):
     """A few real updates with --pair-feature-k, then fairseq-validate scores valid with the saved model."""
     args = [str(cov_data), "--user-dir", "fairseq_esm", "--task", "protein_contacts", "--pair-feature-k", str(K)]

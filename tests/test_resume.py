@@ -139,7 +139,7 @@ def test_killed_mid_epoch_3_continues_exactly(data, uninterrupted, tmp_path):
     assert_continues_exactly(run(command(data, save)), 32, save, uninterrupted)
 
 
-@pytest.mark.parametrize("moment", ["copy", "write"])
+@pytest.mark.parametrize("moment", ["copy", pytest.param("write", marks=pytest.mark.slow)])  # write: make test-all
 def test_killed_during_a_checkpoint_save_resumes_from_the_newest_intact_one(moment, data, uninterrupted, tmp_path):
     """SIGKILL half-way through copying checkpoint_2_24.pt to checkpoint_last.pt (fairseq's non-atomic step),
     or half-way through writing checkpoint_2_24.pt.tmp: the same command resumes without manual steps."""
