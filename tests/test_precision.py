@@ -210,3 +210,15 @@ def test_a_model_is_prepared_once(sample_proteins):
     set_precision(model, "bf16")
     with pytest.raises(ValueError, match="already prepared"):
         set_precision(model, "fp32")
+
+
+def test_fairseq_train_bf16_without_a_tpu_needs_no_cpu_flag(clean_data, tmp_path):
+    """Without torch_xla, ``--bf16`` alone trains (on the GPU if there is one, else the CPU) instead of failing on
+    the TPU fairseq's parser infers from it."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch_xla") is not None or torch.cuda.is_available():
+        pytest.skip("a TPU library or a GPU is present: fairseq's own choice applies")
+    log = run(["fairseq-train", *train_args(clean_data, tmp_path, "--bf16", "--max-update", "2")])
+    assert "training in bfloat16 on the GPU if there is one, else the CPU" in log
+    assert sorted(losses(log)) == [1, 2]

@@ -143,17 +143,28 @@ def precision_of(args: argparse.Namespace) -> str:
     return next((name for name in ("bf16", "fp16", "int8") if getattr(args, name, False)), "fp32")
 
 
+def apply_precision(model: Any, args: argparse.Namespace) -> Any:
+    """``model`` prepared for inference in the precision the flags ask for (``set_precision``); a precision its
+    device cannot run is a usage error."""
+    from fairseq_esm.modules.precision import set_precision
+
+    try:
+        return set_precision(model, precision_of(args))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def load_inference_model(args: argparse.Namespace, path: Optional[str] = None, device: Optional[Any] = None,
                          quiet: bool = False) -> tuple[Any, Any]:
     """(model, alphabet) of ``path`` (default ``args.checkpoint``) on ``--device`` (or ``device``) in the
     precision the flags ask for; a precision the device cannot run is a usage error, and ``--bf16`` on a CPU
     without bfloat16 instructions gets a note (unless ``quiet``: said once already)."""
     from fairseq_esm.checkpoints import load_model, pick_device
-    from fairseq_esm.modules.precision import check_precision, cpu_has_bf16, set_precision
+    from fairseq_esm.modules.precision import check_precision, cpu_has_bf16
 
     device = pick_device(args.device) if device is None else device
     precision = precision_of(args)
-    try:
+    try:  # before a model of gigabytes is read
         check_precision(precision, device)
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -161,7 +172,7 @@ def load_inference_model(args: argparse.Namespace, path: Optional[str] = None, d
         print("note: this CPU lists no bfloat16 instructions (avx512_bf16, amx_bf16): --bf16 is emulated and "
               "slower than float32 here; --int8 is the fast option", file=sys.stderr)
     model, alphabet = load_model(args.checkpoint if path is None else path, device, args.allow_unsafe)
-    return set_precision(model, precision), alphabet
+    return apply_precision(model, args), alphabet
 
 
 def thread_count(args: argparse.Namespace) -> int:

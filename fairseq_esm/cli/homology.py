@@ -22,9 +22,9 @@ from fairseq_esm.cli.common import (
     UsageError,
     add_model_args,
     add_progress,
+    apply_precision,
     apply_threads,
     load_inference_model,
-    precision_of,
     run_main,
 )
 from fairseq_esm.io.hmmer_search import TOOLS, HmmerResult, all_vs_all, hmmer_program
@@ -174,7 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         hmmer_program(tool)  # before any embedding is computed
     from fairseq_esm.checkpoints import untrained_like
     from fairseq_esm.evaluation.remote_homology import LEVELS, composition, load_scope_set, pair_counts
-    from fairseq_esm.modules.precision import set_precision
 
     model, alphabet = load_inference_model(args)
     data = load_scope_set(args.fasta, args.max_length, args.max_domains, args.seed)
@@ -186,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     rows = rows_for(label, mean_embeddings(model, alphabet, sequences, args.max_tokens, label, progress), sccs)
     if args.untrained:
-        untrained = set_precision(untrained_like(model, alphabet, args.seed), precision_of(args))
+        untrained = apply_precision(untrained_like(model, alphabet, args.seed), args)
         embeddings = mean_embeddings(untrained, alphabet, sequences, args.max_tokens, "untrained", progress)
         rows += rows_for(f"untrained (same shape, seed {args.seed})", embeddings, sccs)
     if args.composition:

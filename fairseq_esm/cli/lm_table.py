@@ -21,6 +21,7 @@ from fairseq_esm.cli.common import (
     add_precision,
     add_progress,
     add_threads,
+    apply_precision,
     apply_threads,
     precision_of,
     run_main,
@@ -63,15 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 def model_row(label: str, model, task, criterion, args: argparse.Namespace) -> dict:
     """Score one model on the subset and describe it as a table row."""
     from fairseq_esm.modules.esm1 import ESM1
-    from fairseq_esm.modules.precision import set_precision
     from fairseq_esm.tasks.heldout import score_split
 
     precision, parameters = precision_of(args), sum(p.numel() for p in model.parameters())
     if isinstance(model, ESM1):
-        try:
-            set_precision(model.to(args.device), precision)
-        except ValueError as err:  # a precision the device cannot run
-            raise UsageError(str(err)) from None
+        apply_precision(model.to(args.device), args)
     elif precision != "fp32":
         raise UsageError(f"--{precision} applies to ESM models; {label} is a {type(model).__name__}: score it in a "
                          "run without the flag")

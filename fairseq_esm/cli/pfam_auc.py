@@ -17,9 +17,9 @@ from fairseq_esm.cli.common import (
     UsageError,
     add_model_args,
     add_progress,
+    apply_precision,
     apply_threads,
     load_inference_model,
-    precision_of,
     run_main,
 )
 
@@ -108,12 +108,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UsageError("--max-seqs must be at least 2 and --max-pairs at least 1")
     files = alignment_files(args.sto_dir, args.pattern)
     from fairseq_esm.checkpoints import untrained_like
-    from fairseq_esm.modules.precision import set_precision
 
     model, alphabet = load_inference_model(args)
     label = f"untrained (same shape, seed {args.seed})" if args.untrained else f"trained ({args.checkpoint})"
     if args.untrained:
-        model = set_precision(untrained_like(model, alphabet, args.seed), precision_of(args))
+        model = apply_precision(untrained_like(model, alphabet, args.seed), args)
     rows, skipped = score_families(model, alphabet, files, args)
     if not rows:
         raise UsageError("no family could be scored: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
