@@ -122,7 +122,8 @@ def test_the_continuity_check_covers_every_record_of_a_large_index(tmp_path):
 # --- dict.txt: one loader, one line ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["missing", "not a dictionary", "another dictionary"])
+@pytest.mark.parametrize("case", ["missing", pytest.param("not a dictionary", marks=pytest.mark.slow),
+                                  "another dictionary"])  # the three fail alike; make test-all runs all
 def test_missing_or_foreign_dictionary_is_one_line_naming_the_data_directory(case, data, official, tmp_path):
     """fairseq-validate and fairseq-train print the same single line (the plugin's excepthook)."""
     dict_txt = data / "dict.txt"

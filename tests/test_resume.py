@@ -131,6 +131,7 @@ def test_stopped_mid_epoch_2_continues_exactly(data, uninterrupted, tmp_path):
     assert_continues_exactly(run(command(data, save)), 22, save, uninterrupted)
 
 
+@pytest.mark.slow  # a second kill point; mid-epoch 2 stays in make test
 def test_killed_mid_epoch_3_continues_exactly(data, uninterrupted, tmp_path):
     save = tmp_path / "ckpt"
     kill_after(command(data, save), tmp_path / "killed.log", "(epoch 3 @ 32 updates")
